@@ -1,0 +1,233 @@
+"""The graph walk: reverse-mode differentiation over the Function nodes.
+
+1. Topological order. An iterative depth-first search from the output nodes (no recursion, so a
+   chain of 100,000 ops is fine) gives every node after all the nodes that consume its outputs.
+2. Walk that order. Each node receives the summed gradient of each of its outputs, runs
+   `backward` (grad mode on only when create_graph=True), and passes one gradient per input along
+   its edges: to the producing node's buffer, or into a leaf tensor's `.grad`.
+3. Free. Unless retain_graph, each node drops its saved arrays as soon as its backward has run.
+"""
+import weakref
+
+from tinygrad_bn.autograd.grad_mode import set_grad_enabled
+
+
+def topological_order(root_nodes):
+    """Nodes reachable from root_nodes, each before every node it depends on (consumers first)."""
+    visited = set()
+    post_order = []
+    for root in root_nodes:
+        if root in visited:
+            continue
+        visited.add(root)
+        stack = [(root, iter(root.next_edges))]
+        while stack:
+            node, edges = stack[-1]
+            for edge in edges:
+                if edge is not None and edge[0] is not None and edge[0] not in visited:
+                    visited.add(edge[0])
+                    stack.append((edge[0], iter(edge[0].next_edges)))
+                    break
+            else:  # all parents done: the node goes after them in post-order
+                stack.pop()
+                post_order.append(node)
+    post_order.reverse()
+    return post_order
+
+
+def _add(a, b, create_graph):
+    """Sum two gradient Tensors: a graph op when differentiating gradients, raw arrays otherwise."""
+    if create_graph:
+        return a + b
+    from tinygrad_bn.tensor import Tensor
+    return Tensor._make(a.data + b.data)
+
+
+def _run_hooks(hooks, grad):
+    for hook in hooks:
+        result = hook(grad)
+        if result is not None:
+            grad = result
+    return grad
+
+
+def _accumulate_leaf(leaf, grad, create_graph):
+    """leaf.grad += grad, after the leaf's hooks; the first gradient is stored as its own buffer."""
+    if leaf._hooks:
+        grad = _run_hooks(leaf._hooks, grad)
+    if leaf.grad is None:
+        if not create_graph:
+            # own buffer: a pass-through backward (add, reshape) may hand the same array to
+            # several leaves, and an in-place `.grad` update must not change them all
+            from tinygrad_bn.tensor import Tensor
+            grad = Tensor._make(grad.data.copy())
+        leaf.grad = grad
+    else:
+        leaf.grad = _add(leaf.grad, grad, create_graph)
+
+
+def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None,
+                 allow_unused=False):
+    """Backpropagate root_grads from roots.
+
+    With inputs=None, gradients accumulate into every reachable leaf's `.grad` (Tensor.backward).
+    With a list of inputs, their gradients are returned instead and no `.grad` is touched
+    (autograd.grad); only the part of the graph that leads to an input is run.
+    """
+    from tinygrad_bn.tensor import Tensor
+
+    # Roots that are leaves themselves receive their gradient directly.
+    buffers = {}  # node -> [grad Tensor or None per output]
+    root_nodes = []
+    captured = {} if inputs is not None else None
+    input_ids = {id(t): i for i, t in enumerate(inputs)} if inputs is not None else None
+    for root, grad in zip(roots, root_grads):
+        node = root.grad_fn
+        if node is None:
+            if inputs is None:
+                _accumulate_leaf(root, grad, create_graph)
+            elif id(root) in input_ids:
+                i = input_ids[id(root)]
+                captured[i] = grad if i not in captured else _add(captured[i], grad, create_graph)
+            continue
+        slot = buffers.setdefault(node, [None] * len(node.output_meta))
+        idx = root._output_index
+        slot[idx] = grad if slot[idx] is None else _add(slot[idx], grad, create_graph)
+        root_nodes.append(node)
+
+    order = topological_order(root_nodes)
+
+    # For autograd.grad: which non-leaf inputs are outputs of which nodes, and which nodes lead to
+    # an input at all (walk parents-first so a node sees its parents' verdicts).
+    targets = {}
+    needed = None
+    if inputs is not None:
+        for i, t in enumerate(inputs):
+            if t.grad_fn is not None:
+                targets.setdefault(t.grad_fn, []).append((t._output_index, i))
+        needed = set()
+        for node in reversed(order):
+            for edge in node.next_edges:
+                if edge is None:
+                    continue
+                if (edge[0] is None and id(edge[1]) in input_ids) or \
+                        (edge[0] is not None and (edge[0] in needed or edge[0] in targets)):
+                    needed.add(node)
+                    break
+
+    with set_grad_enabled(create_graph):
+        for node in order:
+            slot = buffers.pop(node, None)
+            if slot is None:
+                continue
+            # hooks and retain_grad() of non-leaf tensors see the node's complete output gradients
+            if node._tensor_hooks:
+                for idx, hooks in node._tensor_hooks.items():
+                    if slot[idx] is not None:
+                        slot[idx] = _run_hooks(hooks, slot[idx])
+            if node._retained:
+                for idx, ref in node._retained.items():
+                    tensor = ref()
+                    if tensor is not None and slot[idx] is not None:
+                        g = slot[idx] if create_graph else Tensor._make(slot[idx].data)
+                        tensor.grad = g if tensor.grad is None else _add(tensor.grad, g, create_graph)
+            if node in targets:
+                for idx, i in targets[node]:
+                    if slot[idx] is not None:
+                        captured[i] = slot[idx] if i not in captured else _add(captured[i], slot[idx], create_graph)
+            if needed is not None and node not in needed:
+                if not retain_graph:
+                    node.release()
+                continue
+            if all(g is None for g in slot):
+                continue
+            grads_out = _complete(node, slot)
+            grads_in = node.backward(*grads_out)
+            if not isinstance(grads_in, tuple):
+                grads_in = (grads_in,)
+            if not retain_graph:
+                node.release()
+            _check_gradients(node, grads_in)
+            for edge, grad in zip(node.next_edges, grads_in):
+                if edge is None or grad is None:
+                    continue
+                parent, where = edge
+                if parent is None:  # a leaf
+                    if inputs is None:
+                        _accumulate_leaf(where, grad, create_graph)
+                    elif id(where) in input_ids:
+                        i = input_ids[id(where)]
+                        captured[i] = grad if i not in captured else _add(captured[i], grad, create_graph)
+                    continue
+                pslot = buffers.get(parent)
+                if pslot is None:
+                    pslot = buffers[parent] = [None] * len(parent.output_meta)
+                pslot[where] = grad if pslot[where] is None else _add(pslot[where], grad, create_graph)
+
+    if inputs is None:
+        return None
+    result = []
+    for i, t in enumerate(inputs):
+        if i not in captured and not allow_unused:
+            raise RuntimeError(
+                f"autograd.grad: input {i} (shape {list(t.shape)}) was not used in the graph of "
+                f"the outputs; pass allow_unused=True to get None for it")
+        result.append(captured.get(i))
+    return tuple(result)
+
+
+def _complete(node, slot):
+    """Gradients for all outputs of a node; outputs that got none get zeros."""
+    if len(slot) == 1:
+        return slot
+    from tinygrad_bn.tensor import Tensor
+    out = []
+    for g, (shape, dtype) in zip(slot, node.output_meta):
+        if g is None:
+            from tinygrad_bn import backend
+            xp = backend.array_module(node.device)
+            g = Tensor._make(xp.zeros(shape, dtype=dtype))
+        out.append(g)
+    return out
+
+
+def _check_gradients(node, grads):
+    """A backward must return one gradient per input, each of its input's shape."""
+    if len(grads) != len(node.next_edges):
+        raise RuntimeError(f"function {node.name} returned an incorrect number of gradients "
+                           f"(expected {len(node.next_edges)}, got {len(grads)})")
+    for i, (grad, (shape, dtype)) in enumerate(zip(grads, node.input_meta)):
+        if grad is not None and tuple(grad.shape) != tuple(shape):
+            raise RuntimeError(f"function {node.name} returned an invalid gradient at index {i} - "
+                               f"got {list(grad.shape)} but expected shape {list(shape)}")
+
+
+def register_tensor_hook(tensor, hook):
+    """Attach a gradient hook; for a non-leaf tensor it lives on the node that produced it."""
+    node = tensor.grad_fn
+    if node is None:
+        tensor._hooks.append(hook)
+        return _Handle(tensor._hooks, hook)
+    if node._tensor_hooks is None:
+        node._tensor_hooks = {}
+    hooks = node._tensor_hooks.setdefault(tensor._output_index, [])
+    hooks.append(hook)
+    return _Handle(hooks, hook)
+
+
+def retain_grad(tensor):
+    node = tensor.grad_fn
+    if node._retained is None:
+        node._retained = {}
+    node._retained[tensor._output_index] = weakref.ref(tensor)
+
+
+class _Handle:
+    """Returned by register_hook; `.remove()` detaches the hook."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)

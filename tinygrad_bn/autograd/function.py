@@ -1,0 +1,194 @@
+"""Function: one node of the computation graph, and the context of one call.
+
+A subclass writes two methods:
+
+    class Mul(Function):
+        def forward(self, a, b):                     # raw arrays of one array module (xp)
+            self.save_for_backward(a=a, b=b)         # only what backward needs, by name
+            return a * b
+        def backward(self, grad):                    # grad is a Tensor
+            a, b = self.saved("a", "b")              # Tensors, still connected to the graph
+            return grad * b, grad * a                # one gradient per input (None: not needed)
+
+`Mul.apply(x, y)` runs forward on the raw arrays, wraps the result in a Tensor, and - when grad
+mode is on and some input requires grad - makes this instance the result's `grad_fn`, with one
+edge per input pointing at the node that produced that input (or at the leaf tensor itself).
+
+Because backward is written with Tensor ops, running it with grad mode on (create_graph=True)
+records a graph of the gradient computation itself: double backward comes for free.
+"""
+import itertools
+
+from tinygrad_bn import backend
+from tinygrad_bn.autograd.grad_mode import is_grad_enabled
+
+_sequence = itertools.count()
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+    "graph a second time or if you need to access saved tensors after calling backward. (node: {})")
+
+
+class Function:
+    """Base class of every differentiable op. See the module docstring for the contract."""
+
+    #: shown in graph drawings; defaults to "<ClassName>Backward" (MulBackward, ConvolutionBackward)
+    node_name = None
+
+    def __init__(self):
+        self.seq = next(_sequence)          # creation order, for drawing the forward graph
+        self.next_edges = ()                # per input: None | (node, output_index) | (None, leaf)
+        self.needs_input_grad = ()          # per input: does that input require grad?
+        self.attrs = {}                     # the keyword attributes of the call (eps, stride, ...)
+        self.input_meta = ()                # per input: (shape, dtype), to validate gradients
+        self.output_meta = ()               # per output: (shape, dtype), to zero-fill missing grads
+        self.device = None
+        self.xp = None                      # the array module of the inputs (numpy, cupy, fakegpu)
+        self._saved = {}                    # name -> array
+        self._saved_source = {}             # name -> ("input", i) | ("output", i) | None (a constant)
+        self._saved_versions = []           # (name, version counter, version at save time)
+        self._recording = False
+        self._non_differentiable = ()
+        self._released = False
+        self._input_arrays = ()
+        self._tensor_hooks = None           # output index -> [hook], for non-leaf tensors
+        self._retained = None               # output index -> weakref(tensor), for retain_grad()
+        self.module_path = None             # set by nn.Module forward hooks, for graph clusters
+
+    @property
+    def name(self):
+        return self.node_name or type(self).__name__ + "Backward"
+
+    # ---- the two methods a subclass writes ---------------------------------------------------
+    def forward(self, *arrays, **attrs):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, *grad_outputs):
+        raise NotImplementedError(f"{type(self).__name__}.backward: this op is not differentiable")
+
+    # ---- saving for backward -----------------------------------------------------------------
+    def save_for_backward(self, **arrays):
+        """Keep named arrays for backward. Inputs and outputs are recognised by identity, so that
+        backward gets them back as graph-connected Tensors (double backward needs that)."""
+        if not self._recording:
+            return  # nothing will call backward: keep no memory alive
+        for name, array in arrays.items():
+            self._saved[name] = array
+            source = None
+            for i, inp in enumerate(self._input_arrays):
+                if inp is array:
+                    source = ("input", i)
+                    break
+            self._saved_source[name] = source
+
+    def mark_non_differentiable(self, *arrays):
+        """Outputs (like argmax indices) that get no gradient and never require grad."""
+        self._non_differentiable = {id(a) for a in arrays}
+
+    def saved(self, *names):
+        """The saved arrays as Tensors: inputs/outputs stay connected to the graph, others are constants."""
+        if self._released:
+            raise RuntimeError(FREED_MESSAGE.format(self.name))
+        self._check_versions()
+        from tinygrad_bn.tensor import Tensor
+        out = []
+        for name in names:
+            array = self._saved[name]
+            source = self._saved_source[name]
+            if source is None:
+                out.append(Tensor._make(array))
+            elif source[0] == "output":
+                out.append(Tensor._make(array, self, source[1]))
+            else:
+                edge = self.next_edges[source[1]] if self.next_edges else None
+                if edge is None:
+                    out.append(Tensor._make(array))
+                elif edge[0] is None:
+                    out.append(edge[1])  # the leaf tensor itself
+                else:
+                    out.append(Tensor._make(array, edge[0], edge[1]))
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def saved_array(self, name):
+        """A saved array as a raw array (for masks and statistics that are constants in backward)."""
+        if self._released:
+            raise RuntimeError(FREED_MESSAGE.format(self.name))
+        self._check_versions()
+        return self._saved[name]
+
+    def saved_shapes(self):
+        """name -> shape of everything saved (graph drawings show these)."""
+        return {k: tuple(v.shape) for k, v in self._saved.items()}
+
+    def _check_versions(self):
+        for name, counter, version in self._saved_versions:
+            if counter[0] != version:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: [{self.name}, saved '{name}'] is at version {counter[0]}; "
+                    f"expected version {version} instead.")
+
+    def release(self):
+        """Drop saved arrays once backward is done with them (unless retain_graph)."""
+        self._saved = {}
+        self._saved_versions = []
+        self._released = True
+
+    # ---- building a node ---------------------------------------------------------------------
+    @classmethod
+    def apply(cls, *inputs, **attrs):
+        """Run forward on the inputs' arrays and return Tensor output(s), recording the node when
+        grad mode is on and an input requires grad. Inputs must be Tensors on one device."""
+        from tinygrad_bn.tensor import Tensor
+        ctx = cls()
+        device = inputs[0].device
+        for t in inputs[1:]:
+            if t.device != device:
+                raise RuntimeError(
+                    f"{cls.__name__}: expected all tensors to be on the same device, but found at "
+                    f"least two devices, {device} and {t.device}")
+        requires_grad = is_grad_enabled() and any(t.requires_grad for t in inputs)
+        ctx._recording = requires_grad
+        ctx.attrs = attrs
+        ctx.device = device
+        arrays = tuple(t.data for t in inputs)
+        ctx.xp = backend.xp_of(arrays[0])
+        if requires_grad:
+            ctx._input_arrays = arrays
+            ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        else:
+            ctx.needs_input_grad = (False,) * len(inputs)
+        if device.type == "cuda" and device.index:
+            with backend.device_scope(device):
+                result = ctx.forward(*arrays, **attrs)
+        else:
+            result = ctx.forward(*arrays, **attrs)
+        single = not isinstance(result, tuple)
+        results = (result,) if single else result
+        if not requires_grad:
+            outs = tuple(Tensor._make(r) for r in results)
+            return outs[0] if single else outs
+
+        ctx._input_arrays = ()
+        ctx.next_edges = tuple(t._edge() for t in inputs)
+        ctx.input_meta = tuple((t.data.shape, t.data.dtype) for t in inputs)
+        ctx.output_meta = tuple((r.shape, r.dtype) for r in results)
+        outs = tuple(Tensor._make(r) if id(r) in ctx._non_differentiable else Tensor._make(r, ctx, i)
+                     for i, r in enumerate(results))
+        # what was saved: an input, an output, or a constant; inputs/outputs get version checks
+        for name, array in ctx._saved.items():
+            source = ctx._saved_source[name]
+            if source is None:
+                for i, r in enumerate(results):
+                    if r is array:
+                        ctx._saved_source[name] = source = ("output", i)
+                        break
+            if source is not None:
+                tensor = inputs[source[1]] if source[0] == "input" else outs[source[1]]
+                ctx._saved_versions.append((name, tensor._version, tensor._version[0]))
+        return outs[0] if single else outs
+
+    def __repr__(self):
+        return f"<{self.name}>"

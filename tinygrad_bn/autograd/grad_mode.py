@@ -1,0 +1,50 @@
+"""Grad mode: the one global (thread-local) switch. Inside `no_grad()` ops record no graph."""
+import functools
+import threading
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_state, "enabled", True)
+
+
+def _set_enabled(mode):
+    _state.enabled = bool(mode)
+
+
+class set_grad_enabled:
+    """Context manager and decorator that sets grad mode to `mode` (restored on exit)."""
+
+    def __init__(self, mode=True):
+        self.mode = bool(mode)
+        self.prev = []
+
+    def __enter__(self):
+        self.prev.append(is_grad_enabled())
+        _set_enabled(self.mode)
+
+    def __exit__(self, *exc):
+        _set_enabled(self.prev.pop())
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)() if type(self) is not set_grad_enabled else set_grad_enabled(self.mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """`with no_grad():` or `@no_grad()`: ops inside record no graph (evaluation, optimizer steps)."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """`with enable_grad():` turns graph recording back on inside a no_grad region."""
+
+    def __init__(self):
+        super().__init__(True)

@@ -1,0 +1,430 @@
+"""Elementwise ops: arithmetic, math functions, comparisons. Each Function is followed by its
+lowercase functional form. Binary ops broadcast like PyTorch; their backward sums the gradient
+back down to each input's shape (`sum_to_shape`)."""
+from tinygrad_bn import dtypes
+from tinygrad_bn.autograd.function import Function
+from tinygrad_bn.ops._helpers import as_tensor, binary_operands, broadcast_shape, sum_to_shape
+from tinygrad_bn.tensor import Tensor
+
+
+def _const(array):
+    return Tensor._make(array)
+
+
+# ---- arithmetic -----------------------------------------------------------------------------
+class Add(Function):
+    """y = a + b.   da = g,  db = g."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, g):
+        (sa, _), (sb, _) = self.input_meta
+        return (sum_to_shape(g, sa) if self.needs_input_grad[0] else None,
+                sum_to_shape(g, sb) if self.needs_input_grad[1] else None)
+
+
+def add(a, b):
+    return Add.apply(*binary_operands(a, b, "add"))
+
+
+class Sub(Function):
+    """y = a - b.   da = g,  db = -g."""
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, g):
+        (sa, _), (sb, _) = self.input_meta
+        return (sum_to_shape(g, sa) if self.needs_input_grad[0] else None,
+                sum_to_shape(-g, sb) if self.needs_input_grad[1] else None)
+
+
+def sub(a, b):
+    return Sub.apply(*binary_operands(a, b, "sub"))
+
+
+class Mul(Function):
+    """y = a * b.   da = g * b,  db = g * a."""
+
+    def forward(self, a, b):
+        # each gradient needs the *other* operand only
+        if self.needs_input_grad[1]:
+            self.save_for_backward(a=a)
+        if self.needs_input_grad[0]:
+            self.save_for_backward(b=b)
+        return a * b
+
+    def backward(self, g):
+        (sa, _), (sb, _) = self.input_meta
+        da = sum_to_shape(g * self.saved("b"), sa) if self.needs_input_grad[0] else None
+        db = sum_to_shape(g * self.saved("a"), sb) if self.needs_input_grad[1] else None
+        return da, db
+
+
+def mul(a, b):
+    return Mul.apply(*binary_operands(a, b, "mul"))
+
+
+class Div(Function):
+    """y = a / b.   da = g / b,  db = -g * a / b^2."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a=a, b=b)
+        return a / b
+
+    def backward(self, g):
+        (sa, _), (sb, _) = self.input_meta
+        a, b = self.saved("a", "b")
+        da = sum_to_shape(g / b, sa) if self.needs_input_grad[0] else None
+        db = sum_to_shape(-g * a / (b * b), sb) if self.needs_input_grad[1] else None
+        return da, db
+
+
+def div(a, b):
+    return Div.apply(*binary_operands(a, b, "div"))
+
+
+class PowScalar(Function):
+    """y = x ** p for a Python number p.   dx = g * p * x^(p-1)."""
+
+    def forward(self, x, exponent):
+        self.save_for_backward(x=x)
+        return x ** exponent
+
+    def backward(self, g):
+        p = self.attrs["exponent"]
+        x = self.saved("x")
+        if p == 0:
+            return g * 0
+        return g * p * (x if p == 2 else pow(x, p - 1))
+
+
+class Pow(Function):
+    """y = a ** b.   da = g * b * a^(b-1),  db = g * y * log(a)  (0 where a == 0)."""
+
+    def forward(self, a, b):
+        y = a ** b
+        self.save_for_backward(a=a, b=b, y=y)
+        return y
+
+    def backward(self, g):
+        (sa, _), (sb, _) = self.input_meta
+        a, b, y = self.saved("a", "b", "y")
+        da = sum_to_shape(g * b * pow(a, b - 1), sa) if self.needs_input_grad[0] else None
+        db = None
+        if self.needs_input_grad[1]:
+            safe_log = where(a == 0, as_tensor(0.0, a, a.dtype), log(where(a == 0, as_tensor(1.0, a, a.dtype), a)))
+            db = sum_to_shape(g * y * safe_log, sb)
+        return da, db
+
+
+def pow(base, exponent):
+    if isinstance(base, Tensor) and isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        if not dtypes.is_floating(base.dtype) and (exponent < 0 or isinstance(exponent, float)):
+            base = cast(base, dtypes.get_default_dtype())
+        return PowScalar.apply(base, exponent=exponent)
+    return Pow.apply(*binary_operands(base, exponent, "pow"))
+
+
+# ---- unary math -----------------------------------------------------------------------------
+class Neg(Function):
+    """y = -x.   dx = -g."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return -g
+
+
+def neg(x):
+    return Neg.apply(x)
+
+
+class Exp(Function):
+    """y = e^x.   dx = g * y."""
+
+    def forward(self, x):
+        y = self.xp.exp(x)
+        self.save_for_backward(y=y)
+        return y
+
+    def backward(self, g):
+        return g * self.saved("y")
+
+
+class Log(Function):
+    """y = ln x.   dx = g / x."""
+
+    def forward(self, x):
+        self.save_for_backward(x=x)
+        return self.xp.log(x)
+
+    def backward(self, g):
+        return g / self.saved("x")
+
+
+class Sqrt(Function):
+    """y = sqrt(x).   dx = g / (2 y)."""
+
+    def forward(self, x):
+        y = self.xp.sqrt(x)
+        self.save_for_backward(y=y)
+        return y
+
+    def backward(self, g):
+        return g / (2 * self.saved("y"))
+
+
+class Rsqrt(Function):
+    """y = 1 / sqrt(x).   dx = -g * y^3 / 2."""
+
+    def forward(self, x):
+        y = 1 / self.xp.sqrt(x)
+        self.save_for_backward(y=y)
+        return y
+
+    def backward(self, g):
+        y = self.saved("y")
+        return g * (y * y * y) * -0.5
+
+
+class Abs(Function):
+    """y = |x|.   dx = g * sign(x)."""
+
+    def forward(self, x):
+        self.save_for_backward(x=x)
+        return self.xp.abs(x)
+
+    def backward(self, g):
+        return g * _const(self.xp.sign(self.saved_array("x")))
+
+
+class Sign(Function):
+    """y = sign(x).   dx = 0 (almost everywhere)."""
+
+    def forward(self, x):
+        return self.xp.sign(x)
+
+    def backward(self, g):
+        return g * 0
+
+
+class Tanh(Function):
+    """y = tanh x.   dx = g * (1 - y^2)."""
+
+    def forward(self, x):
+        y = self.xp.tanh(x)
+        self.save_for_backward(y=y)
+        return y
+
+    def backward(self, g):
+        y = self.saved("y")
+        return g * (1 - y * y)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + e^-x), computed as (1 + tanh(x/2)) / 2, which never overflows.   dx = g*y*(1-y)."""
+
+    def forward(self, x):
+        y = self.xp.tanh(x * 0.5)
+        y += 1
+        y *= 0.5
+        self.save_for_backward(y=y)
+        return y
+
+    def backward(self, g):
+        y = self.saved("y")
+        return g * y * (1 - y)
+
+
+class Relu(Function):
+    """y = max(x, 0).   dx = g * [y > 0]."""
+
+    def forward(self, x):
+        y = self.xp.maximum(x, 0)
+        self.save_for_backward(y=y)
+        return y
+
+    def backward(self, g):
+        return g * _const(self.saved_array("y") > 0)
+
+
+def _as_float(x, name):
+    """Math functions of integer tensors work in the default float dtype, as in PyTorch."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+    return x if dtypes.is_floating(x.dtype) else cast(x, dtypes.get_default_dtype())
+
+
+def exp(x): return Exp.apply(_as_float(x, "exp"))
+def log(x): return Log.apply(_as_float(x, "log"))
+def sqrt(x): return Sqrt.apply(_as_float(x, "sqrt"))
+def rsqrt(x): return Rsqrt.apply(_as_float(x, "rsqrt"))
+def tanh(x): return Tanh.apply(_as_float(x, "tanh"))
+def sigmoid(x): return Sigmoid.apply(_as_float(x, "sigmoid"))
+def abs(x): return Abs.apply(x)
+def sign(x): return Sign.apply(x)
+def relu(x): return Relu.apply(x)
+
+
+# ---- two-operand selections -----------------------------------------------------------------
+class Maximum(Function):
+    """y = max(a, b).   The gradient goes to the larger input; ties split it half and half."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a=a, b=b)
+        return self.xp.maximum(a, b)
+
+    def backward(self, g):
+        return _select_backward(self, g, larger=True)
+
+
+class Minimum(Function):
+    """y = min(a, b).   The gradient goes to the smaller input; ties split it half and half."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a=a, b=b)
+        return self.xp.minimum(a, b)
+
+    def backward(self, g):
+        return _select_backward(self, g, larger=False)
+
+
+def _select_backward(node, g, larger):
+    a, b = node.saved_array("a"), node.saved_array("b")
+    wins = (a > b) if larger else (a < b)
+    share_a = wins.astype(g.dtype) + (a == b).astype(g.dtype) * 0.5
+    (sa, _), (sb, _) = node.input_meta
+    da = sum_to_shape(g * _const(share_a), sa) if node.needs_input_grad[0] else None
+    db = sum_to_shape(g * _const(1 - share_a), sb) if node.needs_input_grad[1] else None
+    return da, db
+
+
+def maximum(a, b):
+    return Maximum.apply(*binary_operands(a, b, "maximum"))
+
+
+def minimum(a, b):
+    return Minimum.apply(*binary_operands(a, b, "minimum"))
+
+
+class Clamp(Function):
+    """y = min(max(x, lo), hi) for Python numbers lo, hi.   dx = g * [lo <= x <= hi]."""
+
+    def forward(self, x, min, max):
+        self.save_for_backward(x=x)
+        return self.xp.clip(x, min, max)
+
+    def backward(self, g):
+        x = self.saved_array("x")
+        lo, hi = self.attrs["min"], self.attrs["max"]
+        inside = (x >= lo) if lo is not None else (x == x)
+        if hi is not None:
+            inside &= x <= hi
+        return g * _const(inside)
+
+
+def clamp(x, min=None, max=None):
+    if min is None and max is None:
+        raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x if min is None else maximum(x, min)
+        return out if max is None else minimum(out, max)
+    return Clamp.apply(x, min=min, max=max)
+
+
+class Where(Function):
+    """y = a where cond else b.   da = g where cond else 0,  db = g where not cond else 0."""
+
+    def forward(self, cond, a, b):
+        self.save_for_backward(cond=cond)
+        return self.xp.where(cond, a, b)
+
+    def backward(self, g):
+        cond = self.saved("cond")
+        (_, _), (sa, _), (sb, _) = self.input_meta
+        zero = as_tensor(0, g, g.dtype)
+        da = sum_to_shape(where(cond, g, zero), sa) if self.needs_input_grad[1] else None
+        db = sum_to_shape(where(cond, zero, g), sb) if self.needs_input_grad[2] else None
+        return None, da, db
+
+
+def where(condition, a, b):
+    if not isinstance(condition, Tensor):
+        raise TypeError(f"where: condition must be a bool Tensor, got {type(condition).__name__}")
+    if condition.dtype != dtypes.bool_:
+        raise TypeError(f"where: expected condition to be a bool tensor, got dtype {condition.dtype}")
+    a, b = binary_operands(a, b, "where")
+    if condition.device != a.device:
+        raise RuntimeError(f"where: expected all tensors to be on the same device, but found "
+                           f"{condition.device} and {a.device}")
+    broadcast_shape(broadcast_shape(condition.shape, a.shape, "where"), b.shape, "where")
+    return Where.apply(condition, a, b)
+
+
+# ---- dtype conversion and copies ------------------------------------------------------------
+class Cast(Function):
+    """y = x converted to `dtype`.   dx = g converted back to x's dtype."""
+
+    def forward(self, x, dtype):
+        return x.astype(dtype)
+
+    def backward(self, g):
+        in_dtype = self.input_meta[0][1]
+        return cast(g, in_dtype) if dtypes.is_floating(in_dtype) else None
+
+
+def cast(x, dtype):
+    if x.dtype == dtype:
+        return x
+    return Cast.apply(x, dtype=dtype)
+
+
+class Clone(Function):
+    """y = a copy of x.   dx = g."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, g):
+        return g
+
+
+def clone(x):
+    return Clone.apply(x)
+
+
+# ---- comparisons and logic (no gradient) ----------------------------------------------------
+def _compare(op, name):
+    def compare(a, b):
+        a, b = binary_operands(a, b, name)
+        return Tensor._make(op(a.data, b.data))
+    compare.__name__ = name
+    return compare
+
+
+eq = _compare(lambda a, b: a == b, "eq")
+ne = _compare(lambda a, b: a != b, "ne")
+lt = _compare(lambda a, b: a < b, "lt")
+le = _compare(lambda a, b: a <= b, "le")
+gt = _compare(lambda a, b: a > b, "gt")
+ge = _compare(lambda a, b: a >= b, "ge")
+
+
+def logical_not(x):
+    if x.dtype != dtypes.bool_:
+        raise TypeError(f"logical_not (~): expected a bool tensor, got dtype {x.dtype}")
+    return Tensor._make(~x.data)
+
+
+def logical_and(a, b):
+    a, b = binary_operands(a, b, "logical_and")
+    return Tensor._make(a.data & b.data)
+
+
+def logical_or(a, b):
+    a, b = binary_operands(a, b, "logical_or")
+    return Tensor._make(a.data | b.data)
+

@@ -1,0 +1,466 @@
+"""Tensor: an array (`.data`), its gradient (`.grad`) and the node that made it (`.grad_fn`).
+
+`.data` is the raw NumPy/CuPy array, as in Chainer. Every operator on a Tensor calls a function of
+`tinygrad_bn.ops`, which applies a Function (one graph node); this file only routes to them.
+"""
+import numpy as np
+
+from tinygrad_bn import backend, dtypes
+from tinygrad_bn.autograd.grad_mode import is_grad_enabled, no_grad
+
+
+class Tensor:
+    """A multi-dimensional array with reverse-mode autograd.
+
+    Tensor(data, dtype=None, device=None, requires_grad=False): data may be a nested list, a scalar,
+    a NumPy or CuPy array or another Tensor. Floats default to float32, ints to int64.
+    """
+
+    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_output_index", "_version",
+                 "_hooks", "name", "__weakref__")
+    __array_priority__ = 1000  # make `numpy_scalar * tensor` call Tensor.__rmul__
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        dtype = dtypes.to_dtype(dtype, "tensor")
+        if isinstance(data, Tensor):
+            data = data.data
+        if backend.is_array(data):
+            src = backend.device_of(data)
+            dev = src if device is None else backend.as_device(device)
+            array = backend.to_device(data, dev)
+            if dtype is not None and array.dtype != dtype:
+                array = array.astype(dtype)
+        else:
+            dev = backend.as_device(device)
+            host = _host_array(data, dtype)
+            array = host if dev.type == "cpu" else backend.to_device(host, dev)
+        if array.dtype not in dtypes.SUPPORTED:
+            raise TypeError(f"tensor: unsupported dtype {array.dtype}")
+        self._init(array, None, 0)
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def _init(self, array, grad_fn, output_index):
+        if type(array) is not np.ndarray and isinstance(array, np.generic):
+            array = np.asarray(array)  # NumPy returns scalars from 0-d results; keep arrays
+        self.data = array
+        self.grad_fn = grad_fn
+        self.requires_grad = grad_fn is not None
+        self._output_index = output_index
+        self.grad = None
+        self._version = [0]   # a list, so views made by detach() share one counter
+        self._hooks = []
+        self.name = None
+
+    @classmethod
+    def _make(cls, array, grad_fn=None, output_index=0):
+        """Wrap an array without copying or checking (for ops and the engine)."""
+        t = cls.__new__(cls)
+        t._init(array, grad_fn, output_index)
+        return t
+
+    # ---- properties --------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def xp(self):
+        """The array module of this tensor's data (numpy, cupy or fakegpu)."""
+        return backend.xp_of(self.data)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[_wrap_dim(dim, self.ndim, "size")]
+
+    def numel(self):
+        return int(self.data.size)
+
+    def dim(self):
+        return self.ndim
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ---- conversions -------------------------------------------------------------------------
+    def numpy(self):
+        """A host NumPy array. Refuses a tensor that requires grad, as PyTorch does."""
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"item: a Tensor with {self.data.size} elements cannot be converted "
+                               f"to a Python scalar")
+        return backend.to_numpy(self.data).reshape(()).item()
+
+    def tolist(self):
+        return backend.to_numpy(self.data).tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.data.size} values is ambiguous")
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        # np.asarray(cpu_tensor) works; a device tensor refuses, like CuPy
+        array = self.data
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"can't convert {self.device} tensor to numpy; use .cpu() first")
+        return array if dtype is None else array.astype(dtype)
+
+    def to(self, *args, dtype=None, device=None):
+        """to(device), to(dtype) or to(device, dtype): differentiable, no copy when nothing changes."""
+        for a in args:
+            if isinstance(a, (str, backend.Device)):
+                device = a
+            else:
+                dtype = a
+        from tinygrad_bn.ops import elementwise
+        out = self
+        if dtype is not None:
+            out = elementwise.cast(out, dtypes.to_dtype(dtype, "to"))
+        if device is not None:
+            out = shape_ops.to_device(out, backend.as_device(device))
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else f"cuda:{int(device)}")
+
+    def float(self):
+        return self.to(dtypes.float32)
+
+    def double(self):
+        return self.to(dtypes.float64)
+
+    def half(self):
+        return self.to(dtypes.float16)
+
+    def long(self):
+        return self.to(dtypes.int64)
+
+    def int(self):
+        return self.to(dtypes.int32)
+
+    def bool(self):
+        return self.to(dtypes.bool_)
+
+    def type(self, dtype):
+        return self.to(dtype)
+
+    def __repr__(self):
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
+                               threshold=200, edgeitems=3, prefix="tensor(")
+        extras = []
+        if self.device.type != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool_) or self.data.size == 0:
+            extras.append(f"dtype={self.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    # ---- autograd ----------------------------------------------------------------------------
+    def _edge(self):
+        """Where a gradient for this tensor goes: its producing node, the leaf itself, or nowhere."""
+        if self.grad_fn is not None:
+            return (self.grad_fn, self._output_index)
+        return (None, self) if self.requires_grad else None
+
+    def requires_grad_(self, requires_grad=True):
+        if self.grad_fn is not None and not requires_grad:
+            raise RuntimeError("requires_grad_: you can only change requires_grad flags of leaf "
+                               "variables; use detach() to get a tensor without history")
+        if requires_grad and not dtypes.is_floating(self.dtype):
+            raise RuntimeError(f"Only Tensors of floating point dtype can require gradients "
+                               f"(got {self.dtype})")
+        self.requires_grad = bool(requires_grad) or self.grad_fn is not None
+        return self
+
+    def detach(self):
+        """A tensor sharing this data (and its version counter) but cut from the graph."""
+        t = Tensor._make(self.data)
+        t._version = self._version
+        return t
+
+    def detach_(self):
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    def retain_grad(self):
+        """Keep `.grad` for this non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.grad_fn is not None:
+            from tinygrad_bn.autograd.engine import retain_grad
+            retain_grad(self)
+
+    def register_hook(self, hook):
+        """hook(grad) -> new grad or None, called when this tensor's gradient is computed."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        from tinygrad_bn.autograd.engine import register_tensor_hook
+        return register_tensor_hook(self, hook)
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad`. See autograd.backward."""
+        from tinygrad_bn import autograd
+        autograd.backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph,
+                          inputs=inputs)
+
+    # ---- in-place modification (bumps the version counter) -----------------------------------
+    def _inplace(self, result, opname):
+        """Write `result` (a Tensor computed from self) into self's own buffer."""
+        if self.grad_fn is None and self.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"{opname}: a leaf Variable that requires grad is being used in an "
+                               f"in-place operation.")
+        if tuple(result.shape) != self.shape:
+            raise RuntimeError(f"{opname}: output with shape {list(self.shape)} doesn't match the "
+                               f"broadcast shape {list(result.shape)}")
+        if result.dtype != self.dtype and not (dtypes.category(result.dtype) <= dtypes.category(self.dtype)):
+            raise RuntimeError(f"{opname}: result type {result.dtype} can't be cast to the desired "
+                               f"output type {self.dtype}")
+        self.data[...] = result.data
+        self._version[0] += 1
+        if result.grad_fn is not None:  # rebase history: self is now the in-place op's output
+            self.grad_fn, self._output_index, self.requires_grad = result.grad_fn, result._output_index, True
+        return self
+
+    def add_(self, other, alpha=1):
+        return self._inplace(self + (other * alpha if alpha != 1 else other), "add_")
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(self - (other * alpha if alpha != 1 else other), "sub_")
+
+    def mul_(self, other):
+        return self._inplace(self * other, "mul_")
+
+    def div_(self, other):
+        return self._inplace(self / other, "div_")
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace(self.clamp(min, max), "clamp_")
+
+    def relu_(self):
+        return self._inplace(self.relu(), "relu_")
+
+    def copy_(self, src):
+        src = src if isinstance(src, Tensor) else Tensor(src)
+        if src.device != self.device:
+            src = src.to(self.device)
+        return self._inplace(shape_ops.expand(src.to(self.dtype), self.shape), "copy_")
+
+    def fill_(self, value):
+        with no_grad():
+            self.data[...] = value
+        self._version[0] += 1
+        return self
+
+    def zero_(self):
+        return self.fill_(0)
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+    def __setitem__(self, key, value):
+        shape_ops.setitem(self, key, value)
+
+    # ---- operators (each calls one function of tinygrad_bn.ops) -------------------------------
+    def __add__(self, other):
+        return elementwise.add(self, other)
+
+    def __radd__(self, other):
+        return elementwise.add(other, self)
+
+    def __sub__(self, other):
+        return elementwise.sub(self, other)
+
+    def __rsub__(self, other):
+        return elementwise.sub(other, self)
+
+    def __mul__(self, other):
+        return elementwise.mul(self, other)
+
+    def __rmul__(self, other):
+        return elementwise.mul(other, self)
+
+    def __truediv__(self, other):
+        return elementwise.div(self, other)
+
+    def __rtruediv__(self, other):
+        return elementwise.div(other, self)
+
+    def __pow__(self, exponent):
+        return elementwise.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return elementwise.pow(base, self)
+
+    def __neg__(self):
+        return elementwise.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return elementwise.abs(self)
+
+    def __matmul__(self, other):
+        return matmul.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul.matmul(other, self)
+
+    def __eq__(self, other):
+        return elementwise.eq(self, other)
+
+    def __ne__(self, other):
+        return elementwise.ne(self, other)
+
+    def __lt__(self, other):
+        return elementwise.lt(self, other)
+
+    def __le__(self, other):
+        return elementwise.le(self, other)
+
+    def __gt__(self, other):
+        return elementwise.gt(self, other)
+
+    def __ge__(self, other):
+        return elementwise.ge(self, other)
+
+    def __invert__(self):
+        return elementwise.logical_not(self)
+
+    def __and__(self, other):
+        return elementwise.logical_and(self, other)
+
+    def __or__(self, other):
+        return elementwise.logical_or(self, other)
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, key):
+        return shape_ops.index(self, key)
+
+    # elementwise math
+    def exp(self): return elementwise.exp(self)
+    def log(self): return elementwise.log(self)
+    def sqrt(self): return elementwise.sqrt(self)
+    def rsqrt(self): return elementwise.rsqrt(self)
+    def abs(self): return elementwise.abs(self)
+    def sign(self): return elementwise.sign(self)
+    def tanh(self): return elementwise.tanh(self)
+    def sigmoid(self): return elementwise.sigmoid(self)
+    def relu(self): return elementwise.relu(self)
+    def neg(self): return elementwise.neg(self)
+    def square(self): return elementwise.mul(self, self)
+    def pow(self, exponent): return elementwise.pow(self, exponent)
+    def maximum(self, other): return elementwise.maximum(self, other)
+    def minimum(self, other): return elementwise.minimum(self, other)
+    def clamp(self, min=None, max=None): return elementwise.clamp(self, min, max)
+    clip = clamp
+    def where(self, condition, other): return elementwise.where(condition, self, other)
+
+    # reductions
+    def sum(self, dim=None, keepdim=False): return reduce.sum(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False): return reduce.mean(self, dim, keepdim)
+    def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None):
+        return reduce.var(self, dim, keepdim, correction=correction, unbiased=unbiased)
+    def std(self, dim=None, keepdim=False, *, correction=1, unbiased=None):
+        return reduce.std(self, dim, keepdim, correction=correction, unbiased=unbiased)
+    def max(self, dim=None, keepdim=False): return reduce.max(self, dim, keepdim)
+    def min(self, dim=None, keepdim=False): return reduce.min(self, dim, keepdim)
+    def amax(self, dim=None, keepdim=False): return reduce.amax(self, dim, keepdim)
+    def amin(self, dim=None, keepdim=False): return reduce.amin(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False): return reduce.argmax(self, dim, keepdim)
+    def argmin(self, dim=None, keepdim=False): return reduce.argmin(self, dim, keepdim)
+    def logsumexp(self, dim, keepdim=False): return reduce.logsumexp(self, dim, keepdim)
+
+    # shape
+    def reshape(self, *shape): return shape_ops.reshape(self, *shape)
+    def view(self, *shape): return shape_ops.reshape(self, *shape)
+    def flatten(self, start_dim=0, end_dim=-1): return shape_ops.flatten(self, start_dim, end_dim)
+    def permute(self, *dims): return shape_ops.permute(self, *dims)
+    def transpose(self, dim0, dim1): return shape_ops.transpose(self, dim0, dim1)
+    def expand(self, *sizes): return shape_ops.expand(self, *sizes)
+    def expand_as(self, other): return shape_ops.expand(self, other.shape)
+    def squeeze(self, dim=None): return shape_ops.squeeze(self, dim)
+    def unsqueeze(self, dim): return shape_ops.unsqueeze(self, dim)
+    def split(self, split_size_or_sections, dim=0): return shape_ops.split(self, split_size_or_sections, dim)
+    def chunk(self, chunks, dim=0): return shape_ops.chunk(self, chunks, dim)
+    def contiguous(self): return self
+    def clone(self): return elementwise.clone(self)
+    def matmul(self, other): return matmul.matmul(self, other)
+
+
+def _host_array(data, dtype):
+    """A NumPy array from Python data, with PyTorch's default dtypes (float32, int64, bool)."""
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"tensor: could not make a tensor from {type(data).__name__}: {e}") from None
+    if dtype is None:
+        if array.dtype.kind == "f" and not isinstance(data, np.ndarray) and not isinstance(data, np.floating):
+            array = array.astype(dtypes.get_default_dtype())
+        elif array.dtype.kind in "iu" and not isinstance(data, (np.ndarray, np.integer)):
+            array = array.astype(dtypes.int64)
+        elif array.dtype.kind not in "fiub":
+            raise TypeError(f"tensor: could not make a tensor of element type {array.dtype} "
+                            f"from {type(data).__name__}")
+    return array
+
+
+def _wrap_dim(dim, ndim, opname):
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{opname}: Dimension out of range (expected to be in range of "
+                         f"[{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
+# The ops import Tensor; importing them here, after the class exists, closes the loop.
+from tinygrad_bn.ops import elementwise, matmul, reduce  # noqa: E402
+from tinygrad_bn.ops import shape as shape_ops  # noqa: E402
