@@ -25,24 +25,23 @@ def _float_outputs(outs):
 
 def _numeric_jacobian(fn, inputs, i, eps):
     """Columns d outputs / d inputs[i][j] by central differences: (f(x+eps) - f(x-eps)) / 2eps."""
-    from tinygrad_bn.autograd.grad_mode import no_grad
     from tinygrad_bn.tensor import Tensor
     x = inputs[i]
     base = x.data.copy()
     columns = []
-    with no_grad():
-        for j in range(base.size):
-            values = []
-            for step in (eps, -eps):
-                perturbed = base.copy()
-                flat = perturbed.reshape(-1)
-                flat[j] += step
-                args = list(inputs)
-                args[i] = Tensor._make(perturbed)
-                outs = _float_outputs(_outputs_tuple(fn(*args)))
-                values.append(np.concatenate([backend.to_numpy(o.data).reshape(-1).astype(np.float64)
-                                              for o in outs]) if outs else np.zeros(0))
-            columns.append((values[0] - values[1]) / (2 * eps))
+    # grad mode stays on: in gradgradcheck, fn itself differentiates
+    for j in range(base.size):
+        values = []
+        for step in (eps, -eps):
+            perturbed = base.copy()
+            flat = perturbed.reshape(-1)
+            flat[j] += step
+            args = list(inputs)
+            args[i] = Tensor._make(perturbed).requires_grad_(True)
+            outs = _float_outputs(_outputs_tuple(fn(*args)))
+            values.append(np.concatenate([backend.to_numpy(o.data).reshape(-1).astype(np.float64)
+                                          for o in outs]) if outs else np.zeros(0))
+        columns.append((values[0] - values[1]) / (2 * eps))
     return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
 
 
