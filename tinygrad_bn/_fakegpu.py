@@ -90,6 +90,10 @@ class FakeArray:
     base = property(lambda self: None if self._a.base is None else FakeArray(self._a.base))
 
     def __getattr__(self, name):
+        if name.startswith("__"):
+            # never leak __array_interface__ / __array_struct__ / __dlpack__: NumPy would use them
+            # to read the "device" memory directly, which a real GPU array does not allow
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         return _device_function(attr) if callable(attr) else _wrap(attr)
 

@@ -66,8 +66,11 @@ def is_floating(dtype):
     return dtype.kind == "f"
 
 
-def promote(a, b, a_is_scalar=False, b_is_scalar=False):
-    """The result dtype of a binary op on dtypes a and b (see the module docstring)."""
+def promote(a, b, a_is_scalar=False, b_is_scalar=False, scalar_is_python=True):
+    """The result dtype of a binary op on dtypes a and b (see the module docstring).
+
+    A 0-d *tensor* of a higher category keeps its own dtype (int64 + 0-d float64 -> float64);
+    a Python scalar of a higher category gives the default dtype of that category."""
     if a == b:
         return a
     ca, cb = category(a), category(b)
@@ -75,6 +78,8 @@ def promote(a, b, a_is_scalar=False, b_is_scalar=False):
         tensor_dt, tensor_cat, scalar_cat, scalar_dt = (b, cb, ca, a) if a_is_scalar else (a, ca, cb, b)
         if scalar_cat <= tensor_cat:
             return tensor_dt
+        if not scalar_is_python:
+            return scalar_dt
         return get_default_dtype() if scalar_cat == 2 else (np.dtype("int64") if scalar_dt.kind != "b" else bool_)
     if ca == cb:
         return np.promote_types(a, b)

@@ -41,7 +41,8 @@ def binary_operands(a, b, opname, check_broadcast=True):
     if a.data.dtype != b.data.dtype:
         target = dtypes.promote(a.data.dtype, b.data.dtype,
                                 a_scalar or (a.ndim == 0 and b.ndim > 0),
-                                b_scalar or (b.ndim == 0 and a.ndim > 0))
+                                b_scalar or (b.ndim == 0 and a.ndim > 0),
+                                scalar_is_python=a_scalar or b_scalar)
         from tinygrad_bn.ops.elementwise import cast
         a, b = cast(a, target), cast(b, target)
     if check_broadcast and a.data.shape != b.data.shape:

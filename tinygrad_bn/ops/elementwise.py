@@ -82,7 +82,10 @@ class Div(Function):
 
 
 def div(a, b):
-    return Div.apply(*binary_operands(a, b, "div"))
+    a, b = binary_operands(a, b, "div")
+    if not dtypes.is_floating(a.dtype):  # true division of integers gives floats, as in PyTorch
+        a, b = cast(a, dtypes.get_default_dtype()), cast(b, dtypes.get_default_dtype())
+    return Div.apply(a, b)
 
 
 class PowScalar(Function):
