@@ -6,6 +6,7 @@
 import numpy as np
 
 from tinygrad_bn import backend, dtypes
+from tinygrad_bn.autograd import function as function_module
 from tinygrad_bn.autograd.grad_mode import is_grad_enabled, no_grad
 
 
@@ -49,13 +50,13 @@ class Tensor:
         self._output_index = output_index
         self.grad = None
         self._version = [0]   # a list, so views made by detach() share one counter
-        self._hooks = []
+        self._hooks = ()      # a list once a hook is registered
         self.name = None
 
-    @classmethod
-    def _make(cls, array, grad_fn=None, output_index=0):
-        """Wrap an array without copying or checking (for ops and the engine)."""
-        t = cls.__new__(cls)
+    @staticmethod
+    def _make(array, grad_fn=None, output_index=0):
+        """Wrap an array in a plain Tensor without copying or checking (for ops and the engine)."""
+        t = _new_tensor(Tensor)
         t._init(array, grad_fn, output_index)
         return t
 
@@ -460,6 +461,9 @@ def _wrap_dim(dim, ndim, opname):
                          f"[{-n}, {n - 1}], but got {dim})")
     return dim % n
 
+
+_new_tensor = object.__new__
+function_module.Tensor = Tensor
 
 # The ops import Tensor; importing them here, after the class exists, closes the loop.
 from tinygrad_bn.ops import elementwise, matmul, reduce  # noqa: E402

@@ -76,7 +76,7 @@ def test_saved_arrays_are_freed_after_backward():
     node = y.grad_fn
     assert node._saved
     y.sum().backward()
-    assert node._saved == {}
+    assert node._saved is None and node._released
 
 
 def test_no_grad_context_and_decorator():

@@ -206,6 +206,8 @@ def register_tensor_hook(tensor, hook):
     """Attach a gradient hook; for a non-leaf tensor it lives on the node that produced it."""
     node = tensor.grad_fn
     if node is None:
+        if not tensor._hooks:
+            tensor._hooks = []
         tensor._hooks.append(hook)
         return _Handle(tensor._hooks, hook)
     if node._tensor_hooks is None:

@@ -19,10 +19,13 @@ records a graph of the gradient computation itself: double backward comes for fr
 """
 import itertools
 
+import numpy as np
+
 from tinygrad_bn import backend
-from tinygrad_bn.autograd.grad_mode import is_grad_enabled
+from tinygrad_bn.autograd import grad_mode
 
 _sequence = itertools.count()
+Tensor = None  # tinygrad_bn.tensor.Tensor, bound by tensor.py once it is defined (import cycle)
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -37,25 +40,26 @@ class Function:
     #: shown in graph drawings; defaults to "<ClassName>Backward" (MulBackward, ConvolutionBackward)
     node_name = None
 
-    def __init__(self):
-        self.seq = next(_sequence)          # creation order, for drawing the forward graph
-        self.next_edges = ()                # per input: None | (node, output_index) | (None, leaf)
-        self.needs_input_grad = ()          # per input: does that input require grad?
-        self.attrs = {}                     # the keyword attributes of the call (eps, stride, ...)
-        self.input_meta = ()                # per input: (shape, dtype), to validate gradients
-        self.output_meta = ()               # per output: (shape, dtype), to zero-fill missing grads
-        self.device = None
-        self.xp = None                      # the array module of the inputs (numpy, cupy, fakegpu)
-        self._saved = {}                    # name -> array
-        self._saved_source = {}             # name -> ("input", i) | ("output", i) | None (a constant)
-        self._saved_versions = []           # (name, version counter, version at save time)
-        self._recording = False
-        self._non_differentiable = ()
-        self._released = False
-        self._input_arrays = ()
-        self._tensor_hooks = None           # output index -> [hook], for non-leaf tensors
-        self._retained = None               # output index -> weakref(tensor), for retain_grad()
-        self.module_path = None             # set by nn.Module forward hooks, for graph clusters
+    # Per-node state. Class-level defaults keep an unrecorded call (no_grad, inference) cheap:
+    # `apply` only fills in what a recorded node needs.
+    seq = -1                    # creation order of recorded nodes, for drawing the forward graph
+    next_edges = ()             # per input: None | (node, output_index) | (None, leaf)
+    needs_input_grad = ()       # per input: does that input require grad?
+    attrs = None                # the keyword attributes of the call (eps, stride, ...)
+    input_meta = ()             # per input: (shape, dtype), to validate gradients
+    output_meta = ()            # per output: (shape, dtype), to zero-fill missing grads
+    device = None               # the inputs' Device
+    xp = None                   # the array module of the inputs (numpy, cupy, fakegpu)
+    _saved = None               # name -> array
+    _saved_source = None        # name -> ("input", i) | ("output", i) | None (a constant)
+    _saved_versions = ()        # (name, version counter, version at save time)
+    _recording = False
+    _non_differentiable = ()
+    _released = False
+    _input_arrays = ()
+    _tensor_hooks = None        # output index -> [hook], for non-leaf tensors
+    _retained = None            # output index -> weakref(tensor), for retain_grad()
+    module_path = None          # set by nn.Module while it runs, for graph clusters
 
     @property
     def name(self):
@@ -74,6 +78,8 @@ class Function:
         backward gets them back as graph-connected Tensors (double backward needs that)."""
         if not self._recording:
             return  # nothing will call backward: keep no memory alive
+        if self._saved is None:
+            self._saved, self._saved_source = {}, {}
         for name, array in arrays.items():
             self._saved[name] = array
             source = None
@@ -120,7 +126,7 @@ class Function:
 
     def saved_shapes(self):
         """name -> shape of everything saved (graph drawings show these)."""
-        return {k: tuple(v.shape) for k, v in self._saved.items()}
+        return {k: tuple(v.shape) for k, v in (self._saved or {}).items()}
 
     def _check_versions(self):
         for name, counter, version in self._saved_versions:
@@ -132,8 +138,8 @@ class Function:
 
     def release(self):
         """Drop saved arrays once backward is done with them (unless retain_graph)."""
-        self._saved = {}
-        self._saved_versions = []
+        self._saved = None
+        self._saved_versions = ()
         self._released = True
 
     # ---- building a node ---------------------------------------------------------------------
@@ -141,53 +147,65 @@ class Function:
     def apply(cls, *inputs, **attrs):
         """Run forward on the inputs' arrays and return Tensor output(s), recording the node when
         grad mode is on and an input requires grad. Inputs must be Tensors on one device."""
-        from tinygrad_bn.tensor import Tensor
-        ctx = cls()
-        device = inputs[0].device
-        for t in inputs[1:]:
-            if t.device != device:
-                raise RuntimeError(
-                    f"{cls.__name__}: expected all tensors to be on the same device, but found at "
-                    f"least two devices, {device} and {t.device}")
-        requires_grad = is_grad_enabled() and any(t.requires_grad for t in inputs)
-        ctx._recording = requires_grad
-        ctx.attrs = attrs
-        ctx.device = device
-        arrays = tuple(t.data for t in inputs)
-        ctx.xp = backend.xp_of(arrays[0])
-        if requires_grad:
+        ctx = cls.__new__(cls)  # no __init__: the class-level defaults above are the fresh state
+        arrays = [t.data for t in inputs]
+        if type(arrays[0]) is np.ndarray and all(type(a) is np.ndarray for a in arrays):
+            xp, device = np, backend.CPU  # the common case, checked without building Devices
+        else:
+            device = backend.device_of(arrays[0])
+            for a in arrays[1:]:
+                if backend.device_of(a) != device:
+                    raise RuntimeError(
+                        f"{cls.__name__}: expected all tensors to be on the same device, but found "
+                        f"at least two devices, {device} and {backend.device_of(a)}")
+            xp = backend.xp_of(arrays[0])
+        recording = False
+        if grad_mode._state.enabled:
+            for t in inputs:
+                if t.requires_grad:
+                    recording = True
+                    break
+        ctx.attrs, ctx.xp, ctx.device = attrs, xp, device
+        if recording:
+            ctx._recording = True
             ctx._input_arrays = arrays
             ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
         else:
             ctx.needs_input_grad = (False,) * len(inputs)
-        if device.type == "cuda" and device.index:
+        if xp is not np and device.index:
             with backend.device_scope(device):
                 result = ctx.forward(*arrays, **attrs)
         else:
             result = ctx.forward(*arrays, **attrs)
-        single = not isinstance(result, tuple)
-        results = (result,) if single else result
-        if not requires_grad:
-            outs = tuple(Tensor._make(r) for r in results)
-            return outs[0] if single else outs
+        make = Tensor._make
+        if not recording:
+            if type(result) is tuple:
+                return tuple(make(r) for r in result)
+            return make(result)
 
+        single = type(result) is not tuple
+        results = (result,) if single else result
+        ctx.seq = next(_sequence)
         ctx._input_arrays = ()
         ctx.next_edges = tuple(t._edge() for t in inputs)
-        ctx.input_meta = tuple((t.data.shape, t.data.dtype) for t in inputs)
+        ctx.input_meta = tuple((a.shape, a.dtype) for a in arrays)
         ctx.output_meta = tuple((r.shape, r.dtype) for r in results)
-        outs = tuple(Tensor._make(r) if id(r) in ctx._non_differentiable else Tensor._make(r, ctx, i)
+        outs = tuple(make(r) if id(r) in ctx._non_differentiable else make(r, ctx, i)
                      for i, r in enumerate(results))
-        # what was saved: an input, an output, or a constant; inputs/outputs get version checks
-        for name, array in ctx._saved.items():
-            source = ctx._saved_source[name]
-            if source is None:
-                for i, r in enumerate(results):
-                    if r is array:
-                        ctx._saved_source[name] = source = ("output", i)
-                        break
-            if source is not None:
-                tensor = inputs[source[1]] if source[0] == "input" else outs[source[1]]
-                ctx._saved_versions.append((name, tensor._version, tensor._version[0]))
+        if ctx._saved:
+            # what was saved: an input, an output, or a constant; inputs/outputs get version checks
+            versions = []
+            for name, array in ctx._saved.items():
+                source = ctx._saved_source[name]
+                if source is None:
+                    for i, r in enumerate(results):
+                        if r is array:
+                            ctx._saved_source[name] = source = ("output", i)
+                            break
+                if source is not None:
+                    tensor = inputs[source[1]] if source[0] == "input" else outs[source[1]]
+                    versions.append((name, tensor._version, tensor._version[0]))
+            ctx._saved_versions = versions
         return outs[0] if single else outs
 
     def __repr__(self):

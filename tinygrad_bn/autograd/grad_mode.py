@@ -2,11 +2,15 @@
 import functools
 import threading
 
-_state = threading.local()
+class _GradState(threading.local):
+    enabled = True  # every thread starts with grad mode on
+
+
+_state = _GradState()
 
 
 def is_grad_enabled():
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 def _set_enabled(mode):

@@ -1,0 +1,93 @@
+"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu]
+
+Prints a table of medians and ratios (ours / reference) and writes them as JSON."""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from tinygrad_bn.bench import core_cases
+from tinygrad_bn.bench.timing import median_time
+
+
+def _torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def machine_description():
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    torch = _torch()
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = models[0] if models else "unknown"
+    except OSError:
+        info["cpu"] = "unknown"
+    return info
+
+
+def run(args):
+    torch = _torch()
+    rows = []
+
+    def record(group, name, ours, ref, ref_name, unit_scale=1e6, unit="us", **timing):
+        if args.filter and args.filter not in name:
+            return
+        t_ours = median_time(ours, **timing)
+        t_ref = median_time(ref, **timing) if ref is not None else None
+        row = {"group": group, "case": name, "ours_s": t_ours, "reference": ref_name,
+               "reference_s": t_ref, "ratio": (t_ours / t_ref) if t_ref else None}
+        rows.append(row)
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "n/a"
+        ref_txt = f"{t_ref * unit_scale:10.2f}" if t_ref else "       n/a"
+        print(f"{group:10s} {name:34s} {t_ours * unit_scale:10.2f} {ref_txt} {unit:>3s}  {ratio:>7s}  vs {ref_name}",
+              flush=True)
+
+    print(f"{'group':10s} {'case':34s} {'ours':>10s} {'reference':>10s}       ratio")
+    repeat = 5 if args.quick else 9
+    if torch is not None:
+        for name, ours, ref in core_cases.tiny_op_cases(torch):
+            record("overhead", name, ours, ref, "torch eager", repeat=repeat, min_time=0.02 if args.quick else 0.1)
+    else:
+        print("overhead: PyTorch is not installed; per-op overhead cases skipped (pip install torch==2.13.0)")
+    n = 1_000_000 if args.quick else 10_000_000
+    for name, ours, ref in core_cases.large_cases(n):
+        record("large", name, ours, ref, "bare numpy", unit_scale=1e3, unit="ms", repeat=repeat, number=3)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="tinygrad_bn benchmarks, side by side with PyTorch/NumPy")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (< 1 minute)")
+    parser.add_argument("--filter", default="", help="only cases whose name contains this text")
+    parser.add_argument("--json", default="bench_results.json", help="where to write the results")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to benchmark")
+    args = parser.parse_args(argv)
+    if args.device != "cpu":
+        sys.exit("--device cuda: the GPU cases are not written yet; only cpu is available")
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count() or 1)
+    start = time.time()
+    rows = run(args)
+    result = {"machine": machine_description(), "quick": args.quick, "device": args.device,
+              "seconds": round(time.time() - start, 1), "cases": rows}
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.json} ({len(rows)} cases, {result['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
