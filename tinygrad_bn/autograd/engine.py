@@ -12,8 +12,11 @@ import weakref
 from tinygrad_bn.autograd.grad_mode import set_grad_enabled
 
 
-def topological_order(root_nodes):
-    """Nodes reachable from root_nodes, each before every node it depends on (consumers first)."""
+def topological_order(root_nodes, oldest_seq=-1):
+    """Nodes reachable from root_nodes, each before every node it depends on (consumers first).
+
+    Nodes older than `oldest_seq` are not entered: a node's inputs are always older than the
+    node, so when every wanted input is newer, nothing older can lead to one."""
     visited = set()
     post_order = []
     for root in root_nodes:
@@ -24,7 +27,8 @@ def topological_order(root_nodes):
         while stack:
             node, edges = stack[-1]
             for edge in edges:
-                if edge is not None and edge[0] is not None and edge[0] not in visited:
+                if edge is not None and edge[0] is not None and edge[0] not in visited \
+                        and edge[0].seq >= oldest_seq:
                     visited.add(edge[0])
                     stack.append((edge[0], iter(edge[0].next_edges)))
                     break
@@ -95,7 +99,10 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
         slot[idx] = grad if slot[idx] is None else _add(slot[idx], grad, create_graph)
         root_nodes.append(node)
 
-    order = topological_order(root_nodes)
+    oldest_seq = -1
+    if inputs is not None and all(t.grad_fn is not None for t in inputs):
+        oldest_seq = min(t.grad_fn.seq for t in inputs)
+    order = topological_order(root_nodes, oldest_seq)
 
     # For autograd.grad: which non-leaf inputs are outputs of which nodes, and which nodes lead to
     # an input at all (walk parents-first so a node sees its parents' verdicts).
@@ -136,9 +143,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                     if slot[idx] is not None:
                         captured[i] = slot[idx] if i not in captured else _add(captured[i], slot[idx], create_graph)
             if needed is not None and node not in needed:
-                if not retain_graph:
-                    node.release()
-                continue
+                continue  # not run, so not freed: it may belong to a graph someone else owns
             if all(g is None for g in slot):
                 continue
             grads_out = _complete(node, slot)
