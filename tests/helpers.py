@@ -87,3 +87,7 @@ def check_grads(fn, shapes, device="cpu", seed=0, low=None, high=None, arrays=No
     assert gradcheck(fn, inputs, atol=atol, rtol=rtol)
     if double:
         assert gradgradcheck(fn, inputs, atol=atol, rtol=rtol)
+
+
+#: the non-CPU backends a parity test compares against NumPy: the CI stand-in, and a real GPU
+DEVICES_WITH_ACCELERATOR = ["fakegpu"] + (["cuda"] if tg.cuda.is_available() else [])

@@ -1,0 +1,77 @@
+"""What every normalizer file provides to the rest of the project: a NormSpec per layer, and the
+small checks and running-statistics rules that several normalizers share.
+
+A NormSpec tells the shared test matrix (tests/norms/test_matrix.py) and the examples' `--norm`
+flag how to build and exercise a layer:
+
+    SPECS = [NormSpec(
+        name="BatchNorm2d",
+        make=lambda C: BatchNorm2d(C),                 # a layer for inputs shaped input_shape(C)
+        input_shape=lambda C: (4, C, 3, 3),
+        make_for_conv=lambda C, hw: BatchNorm2d(C),    # a layer for (N, C, hw, hw) feature maps
+        torch_make=lambda torch, C: torch.nn.BatchNorm2d(C),  # None when PyTorch lacks the layer
+        batch_independent_eval=True,                   # eval output of a sample ignores the others
+    )]
+
+`tinygrad_bn.norms.REGISTRY` collects the SPECS of every file in this package.
+"""
+import dataclasses
+from typing import Any, Callable, Optional
+
+from tinygrad_bn import backend
+
+
+@dataclasses.dataclass
+class NormSpec:
+    name: str
+    make: Callable[[int], Any]
+    input_shape: Callable[[int], tuple]
+    make_for_conv: Optional[Callable[[int, int], Any]] = None
+    torch_make: Optional[Callable[[Any, int], Any]] = None
+    batch_independent_eval: bool = True
+    #: keyword options for the test matrix: e.g. {"min_batch": 2}, {"gradcheck_eps": 1e-6}
+    test_options: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+
+def format_float(value):
+    """A float the way PyTorch's C++ messages print it (0, 1e-05, -0.1)."""
+    return f"{value:g}"
+
+
+def torch_size(shape):
+    """`torch.Size([1, 3])`, as PyTorch's messages print input sizes."""
+    return f"torch.Size([{', '.join(str(n) for n in shape)}])"
+
+
+def check_more_than_one_value(shape, channel_axis=1, what="per channel"):
+    """BatchNorm's check: batch statistics need more than one value per channel (M > 1)."""
+    count = 1
+    for i, n in enumerate(shape):
+        if i != channel_axis:
+            count *= n
+    if count == 1:
+        raise ValueError(f"Expected more than 1 value {what} when training, got input size "
+                         f"{torch_size(shape)}")
+
+
+def update_running_stats(running_mean, running_var, batch_mean, batch_var, count, factor):
+    """In place, outside the graph: rm = (1-f) rm + f mean,  rv = (1-f) rv + f var * M/(M-1).
+
+    batch_var is the biased variance over `count` values; the stored one is unbiased."""
+    unbiased = batch_var * (count / (count - 1)) if count > 1 else batch_var
+    for buffer, batch in ((running_mean, batch_mean), (running_var, unbiased)):
+        if buffer is None:
+            continue
+        data = buffer.data
+        data *= (1 - factor)
+        data += factor * batch.reshape(data.shape).astype(data.dtype, copy=False)
+        buffer._version[0] += 1
+
+
+def stats_as_constants(running_mean, running_var, eps, stat_shape, dtype):
+    """(mean, invstd) arrays from running buffers, copied and shaped for the kernel."""
+    xp = backend.xp_of(running_var.data)
+    mean = running_mean.data.astype(dtype).reshape(stat_shape)
+    invstd = (1.0 / xp.sqrt(running_var.data.astype(dtype) + eps)).reshape(stat_shape)
+    return mean, invstd
