@@ -45,10 +45,40 @@ def _stats(xp, xg, axes, center, eps):
     return mean, var, invstd.astype(xg.dtype, copy=False)
 
 
+def _sum_of_products(xp, a, b, axes):
+    """sum(a * b) over axes, kept dims, without materialising a * b (einsum reads both once)."""
+    letters = "abcdefghijklmnop"[:a.ndim]
+    kept = "".join(c for i, c in enumerate(letters) if i not in axes)
+    out = xp.einsum(f"{letters},{letters}->{kept}", a, b)
+    return out.reshape([1 if i in axes else n for i, n in enumerate(a.shape)])
+
+
+def _reduce_to(stat, param_group_shape):
+    """Sum a per-group statistic over the axes the parameter does not vary along."""
+    axes = tuple(i for i, n in enumerate(param_group_shape) if n == 1 and stat.shape[i] != 1)
+    return stat.sum(axis=axes, keepdims=True) if axes else stat
+
+
+_CHUNK_ELEMENTS = 1 << 18  # ~1 MiB of float32: temporaries this small stay in cache and in the heap
+
+
+def _add_scaled_in_chunks(out, x, scale):
+    """out += x * scale, in slices along axis 0 so that no full-size temporary is allocated.
+
+    (A fresh full-size array costs more than the arithmetic: its first touch page-faults.)"""
+    step = max(1, _CHUNK_ELEMENTS // max(1, x[0].size if x.shape[0] else 1))
+    for start in range(0, x.shape[0], step):
+        rows = slice(start, start + step)
+        out[rows] += x[rows] * (scale if scale.shape[0] == 1 else scale[rows])
+    return out
+
+
 class Normalize(Function):
     """y = (x - mu) * invstd * w + b over a grouping of x; see the module docstring.
 
     Inputs: x, and optionally w and b (Tensors, shape broadcastable as `param_shape`).
+    `param_group_shape`: the parameters' shape in the grouped view when they are constant within
+    each statistics group (BN: (1, C, 1)); it enables the fast path.
     With `mean`/`invstd` given (arrays shaped like the statistics) they are used as constants
     (BatchNorm eval); otherwise they are computed from x.
     Outputs: y, and - not differentiable, for running-statistics updates - the batch mean and
@@ -56,11 +86,32 @@ class Normalize(Function):
     given, or the mean when center=False)."""
 
     def forward(self, x, *params, group_shape, axes, param_shape, eps, center=True, has_weight=True,
-                has_bias=True, mean=None, invstd=None, node_name=None, **shown_attrs):
+                has_bias=True, mean=None, invstd=None, node_name=None, param_group_shape=None,
+                **shown_attrs):
         # shown_attrs (momentum, training, ...) are only recorded in self.attrs for graph drawings
         xp = self.xp
         xg = x.reshape(group_shape)
         batch_mean = batch_var = xp.empty(0, dtype=x.dtype)
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        if param_group_shape is not None and center:
+            # Fast path (BatchNorm, InstanceNorm): w and b are constant within each statistics
+            # group, so y = (x - mu) * (invstd * w) + b needs one new buffer and two in-place passes.
+            if invstd is None:
+                mean = xg.mean(axis=axes, keepdims=True)
+                y = xg - mean
+                count = xg.size // mean.size if mean.size else 0
+                batch_var = _sum_of_products(xp, y, y, axes) / max(count, 1)
+                invstd = (1.0 / xp.sqrt(batch_var + eps)).astype(x.dtype, copy=False)
+                batch_mean = mean
+            else:
+                y = xg - mean
+            y *= invstd * weight.reshape(param_group_shape) if weight is not None else invstd
+            if bias is not None:
+                y += bias.reshape(param_group_shape)
+            self.save_for_backward(x=x, mean=mean, invstd=invstd, **({"weight": weight} if weight is not None else {}))
+            self.mark_non_differentiable(batch_mean, batch_var)
+            return y.reshape(x.shape), batch_mean, batch_var
         if invstd is None:
             mean, batch_var, invstd = _stats(xp, xg, axes, center, eps)
             batch_mean = mean if mean is not None else batch_mean
@@ -68,8 +119,6 @@ class Normalize(Function):
         y = xg - mean if mean is not None else xg.copy()
         y *= invstd
         y = y.reshape(x.shape)
-        weight = params[0] if has_weight else None
-        bias = params[-1] if has_bias else None
         if weight is not None:
             y *= weight.reshape(param_shape)
         if bias is not None:
@@ -104,8 +153,8 @@ class Normalize(Function):
 
 
 def _geometry(attrs):
-    return {k: attrs[k] for k in ("group_shape", "axes", "param_shape", "eps", "center",
-                                  "has_weight", "has_bias")}
+    return {k: attrs.get(k) for k in ("group_shape", "axes", "param_shape", "eps", "center",
+                                      "has_weight", "has_bias", "param_group_shape")}
 
 
 class NormalizeBackward(Function):
@@ -116,9 +165,12 @@ class NormalizeBackward(Function):
     node_name = "NormalizeBackwardBackward"
 
     def forward(self, dy, x, *maybe_weight, mean, invstd, fixed_stats, group_shape, axes,
-                param_shape, eps, center, has_weight, has_bias):
+                param_shape, eps, center, has_weight, has_bias, param_group_shape=None):
         weight = maybe_weight[0] if has_weight else None
         self.save_for_backward(dy=dy, x=x, **({"weight": weight} if weight is not None else {}))
+        if param_group_shape is not None and center:
+            return self._aligned(dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
+                                 param_group_shape, has_bias)
         xg = x.reshape(group_shape)
         x_hat = (xg - mean if mean is not None else xg) * invstd          # grouped view
         g_hat = dy * weight.reshape(param_shape) if weight is not None else dy
@@ -141,6 +193,33 @@ class NormalizeBackward(Function):
             grads.append(dy.sum(axis=reduce_axes).reshape(_param_size_shape(param_shape, x.ndim)))
         return tuple(grads)
 
+    def _aligned(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
+                 param_group_shape, has_bias):
+        """Fast path when w is constant within each statistics group (BatchNorm, InstanceNorm).
+
+        With S1 = sum(dy) and S2 = sum(dy (x - mu)) per group (M values each):
+            dw = invstd * S2,  db = S1,  dx = a dy + b x + c  with per-group
+            a = w invstd,  b = -w invstd^3 S2 / M,  c = -a S1 / M - b mu
+        which needs one new full-size buffer (dx) and no full-size temporaries."""
+        xp = self.xp
+        xg, dyg = x.reshape(group_shape), dy.reshape(group_shape)
+        w = weight.reshape(param_group_shape) if weight is not None else None
+        s1 = dyg.sum(axis=axes, keepdims=True)
+        s2 = _sum_of_products(xp, dyg, xg, axes) - mean * s1          # sum dy (x - mu)
+        a = invstd * w if w is not None else invstd
+        dx = dyg * a                                                    # the one new buffer
+        if not fixed_stats:
+            count = xg.size // s1.size
+            b = -a * invstd * invstd * s2 / count
+            dx += -a * s1 / count - b * mean
+            _add_scaled_in_chunks(dx, xg, b)
+        grads = [dx.reshape(x.shape)]
+        if weight is not None:
+            grads.append(_reduce_to(invstd * s2, param_group_shape).reshape(weight.shape))
+        if has_bias:
+            grads.append(_reduce_to(s1, param_group_shape).reshape(-1))
+        return tuple(grads)
+
     def backward(self, *gg):
         """VJP of the composed (primitive-op) backward: second derivatives to any order."""
         dy, x = self.saved("dy", "x")
@@ -150,7 +229,7 @@ class NormalizeBackward(Function):
             # fresh nodes in front of the inputs, so the VJP is a partial derivative in each
             # argument and stops there, even when dy itself depends on x
             args = [_fresh(t) for t in ([dy, x] + ([weight] if weight is not None else []))]
-            geometry = {k: v for k, v in self.attrs.items() if k not in ("mean", "invstd")}
+            geometry = self.attrs
             fixed = self.attrs["fixed_stats"]
             outs = composed_backward(*args, mean=self.attrs["mean"] if fixed else None,
                                      invstd=self.attrs["invstd"] if fixed else None, **{
@@ -225,12 +304,13 @@ def composed_backward(dy, x, weight=None, *, group_shape, axes, param_shape, eps
 
 
 def normalize(x, weight=None, bias=None, *, group_shape, axes, param_shape, eps, center=True,
-              mean=None, invstd=None, node_name=None, **shown_attrs):
+              mean=None, invstd=None, node_name=None, param_group_shape=None, **shown_attrs):
     """Apply Normalize. Returns (y, batch_mean, batch_var): the statistics as raw arrays (grouped
     view, kept dims; empty when mean/invstd were given) for running-statistics updates."""
     params = [p for p in (weight, bias) if p is not None]
     y, batch_mean, batch_var = Normalize.apply(
         x, *params, group_shape=tuple(group_shape), axes=tuple(axes), param_shape=tuple(param_shape),
         eps=eps, center=center, has_weight=weight is not None, has_bias=bias is not None,
-        mean=mean, invstd=invstd, node_name=node_name, **shown_attrs)
+        mean=mean, invstd=invstd, node_name=node_name,
+        param_group_shape=None if param_group_shape is None else tuple(param_group_shape), **shown_attrs)
     return y, batch_mean.data, batch_var.data

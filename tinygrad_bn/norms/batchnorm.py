@@ -38,6 +38,9 @@ def _geometry(shape):
     return (n, c, rest), (0, 2), (1, c) + (1,) * (len(shape) - 2)
 
 
+PARAMS_IN_GROUP_VIEW = lambda c: (1, c, 1)  # noqa: E731 - w, b in the (N, C, rest) view
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, node_name="BatchNormBackward"):
     """F.batch_norm: normalizes with batch statistics when `training` (updating the running
@@ -57,7 +60,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not dtypes.is_floating(input.dtype):
         raise TypeError(f"batch_norm: expected a floating-point input, got {input.dtype}")
     group_shape, axes, param_shape = _geometry(shape)
-    shown = {"momentum": momentum, "training": training}
+    shown = {"momentum": momentum, "training": training, "param_group_shape": PARAMS_IN_GROUP_VIEW(channels)}
     if training:
         check_more_than_one_value(shape)
         if input.numel() == 0:  # nothing to normalize; the running statistics stay as they are
