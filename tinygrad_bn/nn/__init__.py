@@ -1,0 +1,29 @@
+"""tinygrad_bn.nn: Module, Parameter, layers, losses, `functional` and `init`, with PyTorch's names.
+
+    import tinygrad_bn.nn as nn
+    import tinygrad_bn.nn.functional as F
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(...))
+"""
+from tinygrad_bn.nn import functional, init  # noqa: F401
+from tinygrad_bn.nn.containers import ModuleDict, ModuleList, Sequential
+from tinygrad_bn.nn.layers import (AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, Dropout, Dropout2d,
+                                   Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ReLU,
+                                   Sigmoid, Softmax, Tanh)
+from tinygrad_bn.nn.loss import CrossEntropyLoss, MSELoss, NLLLoss
+from tinygrad_bn.nn.module import Module
+from tinygrad_bn.nn.parameter import Parameter
+
+__all__ = ["Module", "Parameter", "functional", "init",
+           "Sequential", "ModuleList", "ModuleDict",
+           "Linear", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+           "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+           "Dropout", "Dropout2d", "Flatten", "Identity",
+           "CrossEntropyLoss", "NLLLoss", "MSELoss"]
+
+# ---- normalizers ----------------------------------------------------------------------------
+# The normalizer modules (BatchNorm1d/2d, LayerNorm, GroupNorm, InstanceNorm2d, ...) live in
+# tinygrad_bn/norms/, one file each, and are re-exported here, e.g.
+#     from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
+#     __all__ += ["BatchNorm1d", "BatchNorm2d"]
+# Keep these imports below everything above: a norms file imports tinygrad_bn.nn.module, which
+# is already loaded by then, so there is no import cycle.

@@ -1,0 +1,115 @@
+"""tinygrad_bn.nn.functional: the stateless form of every layer, with PyTorch's names and
+signatures (`import tinygrad_bn.nn.functional as F`).
+
+Mostly re-exports of tinygrad_bn.ops. Two things live here: `linear` (one graph node, defined
+below) and thin wrappers for convolution and pooling, whose ops (ops/conv.py, ops/pool.py) are
+imported when first called (they were written alongside this file)."""
+import math
+
+from tinygrad_bn.autograd.function import Function
+from tinygrad_bn.ops.activation import leaky_relu, log_softmax, softmax  # noqa: F401
+from tinygrad_bn.ops.dropout import dropout, dropout2d  # noqa: F401
+from tinygrad_bn.ops.elementwise import sigmoid, tanh  # noqa: F401
+from tinygrad_bn.ops.elementwise import relu as _relu
+from tinygrad_bn.ops.loss import cross_entropy, mse_loss, nll_loss  # noqa: F401
+from tinygrad_bn.ops.shape import pad  # noqa: F401
+from tinygrad_bn.tensor import Tensor
+
+__all__ = ["linear", "relu", "relu_", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
+           "dropout", "dropout2d", "conv1d", "conv2d", "max_pool2d", "avg_pool2d",
+           "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "pad"]
+
+
+# ---- linear ---------------------------------------------------------------------------------
+class Linear(Function):
+    """y = x W^T + b   for x of shape (*, in), W (out, in), b (out,) or absent.
+
+    dx = g W,   dW = g^T x (summed over the leading dims of x),   db = g summed over them."""
+
+    def forward(self, x, weight, bias=None):
+        self.save_for_backward(x=x, weight=weight)
+        y = x @ weight.T
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, g):
+        x, weight = self.saved("x", "weight")
+        out_features, in_features = weight.shape
+        g_rows = g.reshape(-1, out_features)  # every leading dim is a batch dim
+        dx = g @ weight if self.needs_input_grad[0] else None
+        dw = g_rows.T @ x.reshape(-1, in_features) if self.needs_input_grad[1] else None
+        if len(self.input_meta) == 2:  # no bias
+            return dx, dw
+        return dx, dw, g_rows.sum(0) if self.needs_input_grad[2] else None
+
+
+def linear(input, weight, bias=None):
+    """torch.nn.functional.linear: input @ weight.T + bias."""
+    for name, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"linear: {name} must be a Tensor, got {type(t).__name__}")
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape "
+                         f"{list(weight.shape)}")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        rows = math.prod(input.shape[:-1]) if input.ndim else 1
+        raise RuntimeError(f"linear: mat1 and mat2 shapes cannot be multiplied ({rows}x"
+                           f"{input.shape[-1] if input.ndim else 0} and {weight.shape[1]}x"
+                           f"{weight.shape[0]}); input shape {list(input.shape)}, weight shape "
+                           f"{list(weight.shape)}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape [{weight.shape[0]}] (out_features), got "
+                         f"{list(bias.shape)}")
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        raise RuntimeError(f"linear: mat1 and mat2 must have the same dtype, but got "
+                           f"{input.dtype} (input), {weight.dtype} (weight)"
+                           f"{'' if bias is None else f' and {bias.dtype} (bias)'}")
+    if bias is None:
+        return Linear.apply(input, weight)
+    return Linear.apply(input, weight, bias)
+
+
+# ---- activations ----------------------------------------------------------------------------
+def relu(input, inplace=False):
+    """torch.nn.functional.relu: max(x, 0)."""
+    return input.relu_() if inplace else _relu(input)
+
+
+def relu_(input):
+    return input.relu_()
+
+
+# ---- convolution and pooling (ops/conv.py, ops/pool.py; imported on first use) --------------
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d; padding may also be 'valid' or 'same'."""
+    from tinygrad_bn.ops.conv import conv2d as conv
+    return conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv1d; padding may also be 'valid' or 'same'."""
+    from tinygrad_bn.ops.conv import conv1d as conv
+    return conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """torch.nn.functional.max_pool2d; with return_indices, also each maximum's flat position."""
+    from tinygrad_bn.ops.pool import max_pool2d as pool
+    return pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """torch.nn.functional.avg_pool2d."""
+    if divisor_override is not None:
+        raise NotImplementedError("avg_pool2d: divisor_override is not supported")
+    from tinygrad_bn.ops.pool import avg_pool2d as pool
+    return pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """torch.nn.functional.adaptive_avg_pool2d."""
+    from tinygrad_bn.ops.pool import adaptive_avg_pool2d as pool
+    return pool(input, output_size)
