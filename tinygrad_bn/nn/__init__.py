@@ -27,3 +27,6 @@ __all__ = ["Module", "Parameter", "functional", "init",
 #     __all__ += ["BatchNorm1d", "BatchNorm2d"]
 # Keep these imports below everything above: a norms file imports tinygrad_bn.nn.module, which
 # is already loaded by then, so there is no import cycle.
+from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
+
+__all__ += ["BatchNorm1d", "BatchNorm2d"]

@@ -113,3 +113,7 @@ def adaptive_avg_pool2d(input, output_size):
     """torch.nn.functional.adaptive_avg_pool2d."""
     from tinygrad_bn.ops.pool import adaptive_avg_pool2d as pool
     return pool(input, output_size)
+
+
+# ---- normalizers (defined in tinygrad_bn/norms/, one file each) --------------------------------
+from tinygrad_bn.norms.batchnorm import batch_norm  # noqa: E402,F401
