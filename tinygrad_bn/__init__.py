@@ -21,3 +21,6 @@ from tinygrad_bn.tensor import Tensor  # noqa: F401
 bool = bool_  # torch.bool
 float = float32  # torch.float
 __version__ = "0.1.0"
+
+# Loaded last, in this order: nn re-exports the normalizers, whose files build on nn.module.
+from tinygrad_bn import nn  # noqa: E402,F401
