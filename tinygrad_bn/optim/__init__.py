@@ -1,0 +1,7 @@
+"""Optimizers and learning-rate schedulers, with PyTorch's names, defaults and state_dict layout."""
+from tinygrad_bn.optim import lr_scheduler  # noqa: F401
+from tinygrad_bn.optim.adam import Adam, AdamW  # noqa: F401
+from tinygrad_bn.optim.optimizer import Optimizer  # noqa: F401
+from tinygrad_bn.optim.sgd import SGD  # noqa: F401
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
