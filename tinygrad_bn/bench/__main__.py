@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from tinygrad_bn.bench import core_cases
+from tinygrad_bn.bench import core_cases, nn_cases
 from tinygrad_bn.bench.timing import median_time
 
 
@@ -65,6 +65,33 @@ def run(args):
     n = 1_000_000 if args.quick else 10_000_000
     for name, ours, ref in core_cases.large_cases(n):
         record("large", name, ours, ref, "bare numpy", unit_scale=1e3, unit="ms", repeat=repeat, number=3)
+    if torch is None:
+        print("layers: PyTorch is not installed; the side-by-side layer cases are skipped")
+        return rows
+    heavy = {"repeat": 3 if args.quick else 5, "number": 1}
+    for name, ours, ref in nn_cases.matmul_cases(torch, 256 if args.quick else 512):
+        record("matmul", name, ours, ref, "torch", unit_scale=1e3, unit="ms", **heavy)
+    for name, ours, ref in nn_cases.conv_cases(torch, args.quick):
+        record("conv", name, ours, ref, "torch", unit_scale=1e3, unit="ms", **heavy)
+    for name, ours, ref in nn_cases.norm_cases(torch, args.quick):
+        record("norm", name, ours, ref, "torch", unit_scale=1e3, unit="ms", **heavy)
+    if not args.quick:
+        steps = nn_cases.resnet_step_cases(torch)
+        if not steps:
+            print("resnet: examples.models is not importable; run from the repository root")
+        for name, ours, ref in steps:
+            record("resnet", name, ours, ref, "torch", unit_scale=1e3, unit="ms", repeat=5, number=1)
+        if steps and (not args.filter or args.filter in "peak memory"):
+            peak = nn_cases.peak_memory()
+            if peak is None:
+                print("memory: could not measure the peak (subprocess failed)")
+            else:
+                ours_mib, torch_mib = peak
+                rows.append({"group": "memory", "case": "ResNet-20 train step peak RSS increase",
+                             "ours_s": None, "ours_mib": ours_mib, "reference": "torch",
+                             "reference_mib": torch_mib, "ratio": ours_mib / torch_mib if torch_mib else None})
+                print(f"{'memory':10s} {'ResNet-20 step peak RSS increase':34s} {ours_mib:10.1f} "
+                      f"{torch_mib:10.1f} MiB  {ours_mib / torch_mib:6.2f}x  vs torch")
     return rows
 
 
@@ -79,6 +106,7 @@ def main(argv=None):
         sys.exit("--device cuda: the GPU cases are not written yet; only cpu is available")
     torch = _torch()
     if torch is not None:
+        # both frameworks get the machine's cores: NumPy's BLAS uses them all by default
         torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
     rows = run(args)
