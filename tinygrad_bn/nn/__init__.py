@@ -30,3 +30,8 @@ __all__ = ["Module", "Parameter", "functional", "init",
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
 
 __all__ += ["BatchNorm1d", "BatchNorm2d"]
+from tinygrad_bn.norms.batchrenorm import BatchRenorm1d, BatchRenorm2d  # noqa: E402
+from tinygrad_bn.norms.ghostbn import GhostBatchNorm1d, GhostBatchNorm2d  # noqa: E402
+from tinygrad_bn.norms.syncbn import SyncBatchNorm  # noqa: E402
+
+__all__ += ["SyncBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d", "BatchRenorm1d", "BatchRenorm2d"]

@@ -117,3 +117,6 @@ def adaptive_avg_pool2d(input, output_size):
 
 # ---- normalizers (defined in tinygrad_bn/norms/, one file each) --------------------------------
 from tinygrad_bn.norms.batchnorm import batch_norm  # noqa: E402,F401
+from tinygrad_bn.norms.batchrenorm import batch_renorm  # noqa: E402,F401
+from tinygrad_bn.norms.ghostbn import ghost_batch_norm  # noqa: E402,F401
+from tinygrad_bn.norms.syncbn import sync_batch_norm  # noqa: E402,F401

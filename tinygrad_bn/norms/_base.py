@@ -18,7 +18,7 @@ flag how to build and exercise a layer:
 import dataclasses
 from typing import Any, Callable, Optional
 
-from tinygrad_bn import backend
+from tinygrad_bn import backend, dtypes
 
 
 @dataclasses.dataclass
@@ -75,3 +75,20 @@ def stats_as_constants(running_mean, running_var, eps, stat_shape, dtype):
     mean = running_mean.data.astype(dtype).reshape(stat_shape)
     invstd = (1.0 / xp.sqrt(running_var.data.astype(dtype) + eps)).reshape(stat_shape)
     return mean, invstd
+
+
+def check_batch_norm_args(opname, input, running_mean, running_var, weight, bias, training, eps):
+    """F.batch_norm's argument checks (same messages), for the BatchNorm-family layers here."""
+    if input.ndim < 2:
+        raise ValueError(f"{opname}: expected at least 2D input (got {input.ndim}D input)")
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and t.numel() != channels:
+            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+    if training and eps <= 0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {format_float(eps)}")
+    if not training and eps < 0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {format_float(eps)}")
+    if not dtypes.is_floating(input.dtype):
+        raise TypeError(f"{opname}: expected a floating-point input, got {input.dtype}")

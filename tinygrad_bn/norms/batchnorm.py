@@ -25,7 +25,7 @@ from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import (NormSpec, check_more_than_one_value, format_float,
+from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      stats_as_constants, update_running_stats)
 from tinygrad_bn.norms._meanvar import normalize
 from tinygrad_bn.tensor import Tensor
@@ -45,20 +45,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                momentum=0.1, eps=1e-5, node_name="BatchNormBackward"):
     """F.batch_norm: normalizes with batch statistics when `training` (updating the running
     buffers in place when given), with the running statistics otherwise."""
+    check_batch_norm_args("batch_norm", input, running_mean, running_var, weight, bias, training, eps)
     shape = input.shape
-    if input.ndim < 2:
-        raise ValueError(f"batch_norm: expected at least 2D input (got {input.ndim}D input)")
     channels = shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is not None and t.numel() != channels:
-            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
-    if training and eps <= 0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {format_float(eps)}")
-    if not training and eps < 0:
-        raise ValueError(f"batch_norm eps must be non-negative, but got {format_float(eps)}")
-    if not dtypes.is_floating(input.dtype):
-        raise TypeError(f"batch_norm: expected a floating-point input, got {input.dtype}")
     group_shape, axes, param_shape = _geometry(shape)
     shown = {"momentum": momentum, "training": training, "param_group_shape": PARAMS_IN_GROUP_VIEW(channels)}
     if training:
