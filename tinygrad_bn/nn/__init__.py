@@ -35,3 +35,9 @@ from tinygrad_bn.norms.ghostbn import GhostBatchNorm1d, GhostBatchNorm2d  # noqa
 from tinygrad_bn.norms.syncbn import SyncBatchNorm  # noqa: E402
 
 __all__ += ["SyncBatchNorm", "GhostBatchNorm1d", "GhostBatchNorm2d", "BatchRenorm1d", "BatchRenorm2d"]
+from tinygrad_bn.norms.adain import AdaIN  # noqa: E402
+from tinygrad_bn.norms.decorrelated import DecorrelatedBatchNorm  # noqa: E402
+from tinygrad_bn.norms.frn import TLU, FilterResponseNorm2d  # noqa: E402
+from tinygrad_bn.norms.meanonly import MeanOnlyBatchNorm2d  # noqa: E402
+
+__all__ += ["FilterResponseNorm2d", "TLU", "AdaIN", "DecorrelatedBatchNorm", "MeanOnlyBatchNorm2d"]

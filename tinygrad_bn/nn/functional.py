@@ -120,3 +120,6 @@ from tinygrad_bn.norms.batchnorm import batch_norm  # noqa: E402,F401
 from tinygrad_bn.norms.batchrenorm import batch_renorm  # noqa: E402,F401
 from tinygrad_bn.norms.ghostbn import ghost_batch_norm  # noqa: E402,F401
 from tinygrad_bn.norms.syncbn import sync_batch_norm  # noqa: E402,F401
+from tinygrad_bn.norms.adain import adaptive_instance_norm  # noqa: E402,F401
+from tinygrad_bn.norms.decorrelated import decorrelated_batch_norm  # noqa: E402,F401
+from tinygrad_bn.norms.frn import filter_response_norm, tlu  # noqa: E402,F401

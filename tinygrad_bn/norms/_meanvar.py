@@ -148,7 +148,8 @@ class Normalize(Function):
         if weight is not None:
             out.append(dw if self.needs_input_grad[1] else None)
         if self.attrs["has_bias"]:
-            out.append(db if self.needs_input_grad[-1] else None)
+            # the bias may be (C,) or (1, C, 1, 1): its gradient takes the bias's own shape
+            out.append(db.reshape(self.input_meta[-1][0]) if self.needs_input_grad[-1] else None)
         return tuple(out)
 
 
