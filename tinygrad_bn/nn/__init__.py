@@ -41,3 +41,7 @@ from tinygrad_bn.norms.frn import TLU, FilterResponseNorm2d  # noqa: E402
 from tinygrad_bn.norms.meanonly import MeanOnlyBatchNorm2d  # noqa: E402
 
 __all__ += ["FilterResponseNorm2d", "TLU", "AdaIN", "DecorrelatedBatchNorm", "MeanOnlyBatchNorm2d"]
+
+from tinygrad_bn.nn import utils  # noqa: E402,F401
+
+__all__ += ["utils"]
