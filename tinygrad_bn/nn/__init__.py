@@ -45,3 +45,9 @@ __all__ += ["FilterResponseNorm2d", "TLU", "AdaIN", "DecorrelatedBatchNorm", "Me
 from tinygrad_bn.nn import utils  # noqa: E402,F401
 
 __all__ += ["utils"]
+from tinygrad_bn.norms.groupnorm import GroupNorm  # noqa: E402
+from tinygrad_bn.norms.instancenorm import InstanceNorm1d, InstanceNorm2d  # noqa: E402
+from tinygrad_bn.norms.layernorm import LayerNorm  # noqa: E402
+from tinygrad_bn.norms.rmsnorm import RMSNorm  # noqa: E402
+
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]

@@ -123,3 +123,7 @@ from tinygrad_bn.norms.syncbn import sync_batch_norm  # noqa: E402,F401
 from tinygrad_bn.norms.adain import adaptive_instance_norm  # noqa: E402,F401
 from tinygrad_bn.norms.decorrelated import decorrelated_batch_norm  # noqa: E402,F401
 from tinygrad_bn.norms.frn import filter_response_norm, tlu  # noqa: E402,F401
+from tinygrad_bn.norms.groupnorm import group_norm  # noqa: E402,F401
+from tinygrad_bn.norms.instancenorm import instance_norm  # noqa: E402,F401
+from tinygrad_bn.norms.layernorm import layer_norm  # noqa: E402,F401
+from tinygrad_bn.norms.rmsnorm import rms_norm  # noqa: E402,F401
