@@ -73,12 +73,55 @@ def _add_scaled_in_chunks(out, x, scale):
     return out
 
 
+def _aligned(param_group_shape, axes, center):
+    """w, b constant within each statistics group (BN, IN): the per-group fast path applies."""
+    return param_group_shape is not None and center and all(param_group_shape[a] == 1 for a in axes)
+
+
+def _row_blocks(xg):
+    """Slices of axis 0 of the grouped view holding about _CHUNK_ELEMENTS values each."""
+    step = max(1, _CHUNK_ELEMENTS // max(1, xg[0].size if xg.shape[0] else 1))
+    return [slice(start, start + step) for start in range(0, xg.shape[0], step)]
+
+
+def _blocked_forward(xp, xg, weight, bias, pview, axes, center, eps, mean=None, invstd=None):
+    """y, mean, invstd for parameters that vary within a group (LN, GN, RMSNorm), computed in
+    row blocks written straight into one output buffer: no full-size temporaries."""
+    y = xp.empty(xg.shape, dtype=xg.dtype)
+    fixed = invstd is not None
+    if not fixed:
+        stat_shape = tuple(1 if i in axes else n for i, n in enumerate(xg.shape))
+        mean = xp.empty(stat_shape, dtype=xg.dtype) if center else None
+        invstd, var_all = xp.empty(stat_shape, dtype=xg.dtype), xp.empty(stat_shape, dtype=xg.dtype)
+    w = weight.reshape(pview) if weight is not None else None
+    b = bias.reshape(pview) if bias is not None else None
+    for rows in _row_blocks(xg):
+        xb, yb = xg[rows], y[rows]
+        if center:
+            if not fixed:
+                mean[rows] = xb.mean(axis=axes, keepdims=True)
+            xp.subtract(xb, mean[rows], out=yb)
+        else:
+            yb[...] = xb
+        if not fixed:
+            count = yb[0:1].size // var_all[0:1].size
+            var_all[rows] = _sum_of_products(xp, yb, yb, axes) / count
+            invstd[rows] = 1.0 / xp.sqrt(var_all[rows] + eps)
+        yb *= invstd[rows]
+        if w is not None:
+            yb *= w
+        if b is not None:
+            yb += b
+    return y, mean, invstd, (None if fixed else var_all)
+
+
 class Normalize(Function):
     """y = (x - mu) * invstd * w + b over a grouping of x; see the module docstring.
 
     Inputs: x, and optionally w and b (Tensors, shape broadcastable as `param_shape`).
-    `param_group_shape`: the parameters' shape in the grouped view when they are constant within
-    each statistics group (BN: (1, C, 1)); it enables the fast path.
+    `param_group_shape`: the parameters' shape in the grouped view (BN: (1, C, 1); LN: (1, D);
+    GN on (N, G, C/G, HW): (1, G, C/G, 1)). It selects a fast path: per-group constants when the
+    parameters are constant within each statistics group (BN, IN), row blocks otherwise.
     With `mean`/`invstd` given (arrays shaped like the statistics) they are used as constants
     (BatchNorm eval); otherwise they are computed from x.
     Outputs: y, and - not differentiable, for running-statistics updates - the batch mean and
@@ -94,7 +137,16 @@ class Normalize(Function):
         batch_mean = batch_var = xp.empty(0, dtype=x.dtype)
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
-        if param_group_shape is not None and center:
+        if param_group_shape is not None and not _aligned(param_group_shape, axes, center):
+            y, mean, invstd, var = _blocked_forward(xp, xg, weight, bias, param_group_shape, axes,
+                                                    center, eps, mean, invstd)
+            if var is not None:
+                batch_var = var
+                batch_mean = mean if mean is not None else batch_mean
+            self.save_for_backward(x=x, mean=mean, invstd=invstd, **({"weight": weight} if weight is not None else {}))
+            self.mark_non_differentiable(batch_mean, batch_var)
+            return y.reshape(x.shape), batch_mean, batch_var
+        if param_group_shape is not None:
             # Fast path (BatchNorm, InstanceNorm): w and b are constant within each statistics
             # group, so y = (x - mu) * (invstd * w) + b needs one new buffer and two in-place passes.
             if invstd is None:
@@ -169,9 +221,13 @@ class NormalizeBackward(Function):
                 param_shape, eps, center, has_weight, has_bias, param_group_shape=None):
         weight = maybe_weight[0] if has_weight else None
         self.save_for_backward(dy=dy, x=x, **({"weight": weight} if weight is not None else {}))
-        if param_group_shape is not None and center:
-            return self._aligned(dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
-                                 param_group_shape, has_bias)
+        if param_group_shape is not None:
+            fast = self._aligned if _aligned(param_group_shape, axes, center) else self._blocked
+            grads = fast(dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
+                         param_group_shape, center, has_bias)
+            if has_bias:  # db in the composed version's shape, which double backward relies on
+                grads = grads[:-1] + (grads[-1].reshape(_param_size_shape(param_shape, x.ndim)),)
+            return grads
         xg = x.reshape(group_shape)
         x_hat = (xg - mean if mean is not None else xg) * invstd          # grouped view
         g_hat = dy * weight.reshape(param_shape) if weight is not None else dy
@@ -195,7 +251,7 @@ class NormalizeBackward(Function):
         return tuple(grads)
 
     def _aligned(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
-                 param_group_shape, has_bias):
+                 param_group_shape, center, has_bias):
         """Fast path when w is constant within each statistics group (BatchNorm, InstanceNorm).
 
         With S1 = sum(dy) and S2 = sum(dy (x - mu)) per group (M values each):
@@ -219,6 +275,42 @@ class NormalizeBackward(Function):
             grads.append(_reduce_to(invstd * s2, param_group_shape).reshape(weight.shape))
         if has_bias:
             grads.append(_reduce_to(s1, param_group_shape).reshape(-1))
+        return tuple(grads)
+
+    def _blocked(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes, pview, center,
+                 has_bias):
+        """The general formulas in row blocks, for parameters that vary within a group (LN, GN,
+        RMSNorm): dx is the one new full-size buffer; dw and db accumulate block by block."""
+        xp = self.xp
+        xg, dyg = x.reshape(group_shape), dy.reshape(group_shape)
+        dx = xp.empty(group_shape, dtype=x.dtype)
+        w = weight.reshape(pview) if weight is not None else None
+        summed = tuple(i for i, n in enumerate(pview) if n == 1)
+        dw = xp.zeros(pview, dtype=x.dtype) if weight is not None else None
+        db = xp.zeros(pview, dtype=x.dtype) if has_bias else None
+        for rows in _row_blocks(xg):
+            xb, dyb, dxb, inv = xg[rows], dyg[rows], dx[rows], invstd[rows]
+            x_hat = xb - mean[rows] if center else xb.copy()
+            x_hat *= inv
+            g_hat = dyb * w if w is not None else dyb
+            if fixed_stats:
+                xp.multiply(g_hat, inv, out=dxb)
+            else:
+                count = xb[0:1].size // inv[0:1].size
+                xp.multiply(x_hat, _sum_of_products(xp, g_hat, x_hat, axes) / count, out=dxb)
+                xp.subtract(g_hat, dxb, out=dxb)
+                if center:
+                    dxb -= g_hat.mean(axis=axes, keepdims=True)
+                dxb *= inv
+            if dw is not None:
+                dw += _sum_of_products(xp, dyb, x_hat, summed)
+            if db is not None:
+                db += dyb.sum(axis=summed, keepdims=True)
+        grads = [dx.reshape(x.shape)]
+        if weight is not None:
+            grads.append(dw.reshape(weight.shape))
+        if has_bias:
+            grads.append(db.reshape(-1))
         return tuple(grads)
 
     def backward(self, *gg):

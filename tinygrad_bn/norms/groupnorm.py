@@ -60,13 +60,13 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise TypeError(f"group_norm: expected a floating-point input, got {input.dtype}")
     if input.numel() == 0:
         return input * 1.0
-    group_shape = (n, num_groups, (c // num_groups) * math.prod(spatial))
+    # the view (N, G, C/G, HW): statistics over its last two axes, w and b along G and C/G
+    # (with G == C each group is one channel, and the kernel's per-group fast path applies)
+    group_shape = (n, num_groups, c // num_groups, math.prod(spatial))
     param_shape = (1, c) + (1,) * len(spatial)
-    # G == C: each statistics group is one channel, so w and b are constant within it and the
-    # kernel's per-group fast path applies (the InstanceNorm case)
-    param_group_shape = (1, c, 1) if num_groups == c else None
+    param_group_shape = (1, num_groups, c // num_groups, 1)
     y, _, _ = normalize(input, weight, bias,
-                        group_shape=group_shape, axes=(2,), param_shape=param_shape, eps=eps,
+                        group_shape=group_shape, axes=(2, 3), param_shape=param_shape, eps=eps,
                         node_name="GroupNormBackward", param_group_shape=param_group_shape,
                         num_groups=num_groups)
     return y

@@ -85,6 +85,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     group_shape, axes, param_shape = trailing_geometry(input.shape, normalized_shape)
     y, _, _ = normalize(input, weight, bias,
                         group_shape=group_shape, axes=axes, param_shape=param_shape, eps=eps,
+                        param_group_shape=(1, group_shape[1]),  # w, b along the D of (rows, D)
                         node_name="LayerNormBackward", normalized_shape=normalized_shape)
     return y
 

@@ -60,7 +60,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         return input * 1.0
     group_shape, axes, param_shape = trailing_geometry(input.shape, normalized_shape)
     y, _, _ = normalize(input, weight, None, group_shape=group_shape, axes=axes, param_shape=param_shape,
-                        eps=eps, center=False, node_name="RMSNormBackward",
+                        eps=eps, center=False, param_group_shape=(1, group_shape[1]),
+                        node_name="RMSNormBackward",
                         normalized_shape=normalized_shape)
     return y
 
