@@ -26,6 +26,7 @@ Double backward: the fused backward is its own node (`NormalizeBackward`). Its b
 vector-Jacobian product of `composed_backward`, the same formulas written with primitive Tensor
 ops. That composed version is also the test oracle for the fused one.
 """
+from tinygrad_bn import cuda_kernels
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
 from tinygrad_bn.ops._helpers import sum_to_shape
@@ -47,6 +48,8 @@ def _stats(xp, xg, axes, center, eps):
 
 def _sum_of_products(xp, a, b, axes):
     """sum(a * b) over axes, kept dims, without materialising a * b (einsum reads both once)."""
+    if cuda_kernels.available_for(xp):
+        return cuda_kernels.sum_of_products(a, b, axes)
     letters = "abcdefghijklmnop"[:a.ndim]
     kept = "".join(c for i, c in enumerate(letters) if i not in axes)
     out = xp.einsum(f"{letters},{letters}->{kept}", a, b)
@@ -149,18 +152,27 @@ class Normalize(Function):
         if param_group_shape is not None:
             # Fast path (BatchNorm, InstanceNorm): w and b are constant within each statistics
             # group, so y = (x - mu) * (invstd * w) + b needs one new buffer and two in-place passes.
+            fused = cuda_kernels.available_for(xp)  # one kernel per step on CuPy
             if invstd is None:
                 mean = xg.mean(axis=axes, keepdims=True)
-                y = xg - mean
-                count = xg.size // mean.size if mean.size else 0
-                batch_var = _sum_of_products(xp, y, y, axes) / max(count, 1)
+                count = max(xg.size // mean.size if mean.size else 0, 1)
+                if fused:
+                    batch_var = cuda_kernels.centred_square_sum(xg, mean, axes) / count
+                else:
+                    y = xg - mean
+                    batch_var = _sum_of_products(xp, y, y, axes) / count
                 invstd = (1.0 / xp.sqrt(batch_var + eps)).astype(x.dtype, copy=False)
                 batch_mean = mean
-            else:
+            elif not fused:
                 y = xg - mean
-            y *= invstd * weight.reshape(param_group_shape) if weight is not None else invstd
-            if bias is not None:
-                y += bias.reshape(param_group_shape)
+            scale = invstd * weight.reshape(param_group_shape) if weight is not None else invstd
+            if fused:
+                shift = bias.reshape(param_group_shape) if bias is not None else xp.zeros_like(scale)
+                y = cuda_kernels.normalize_affine(xg, mean, scale, shift)
+            else:
+                y *= scale
+                if bias is not None:
+                    y += bias.reshape(param_group_shape)
             self.save_for_backward(x=x, mean=mean, invstd=invstd, **({"weight": weight} if weight is not None else {}))
             self.mark_non_differentiable(batch_mean, batch_var)
             return y.reshape(x.shape), batch_mean, batch_var
@@ -264,12 +276,18 @@ class NormalizeBackward(Function):
         s1 = dyg.sum(axis=axes, keepdims=True)
         s2 = _sum_of_products(xp, dyg, xg, axes) - mean * s1          # sum dy (x - mu)
         a = invstd * w if w is not None else invstd
-        dx = dyg * a                                                    # the one new buffer
-        if not fixed_stats:
+        if fixed_stats:
+            dx = dyg * a                                                # the one new buffer
+        else:
             count = xg.size // s1.size
             b = -a * invstd * invstd * s2 / count
-            dx += -a * s1 / count - b * mean
-            _add_scaled_in_chunks(dx, xg, b)
+            c = -a * s1 / count - b * mean
+            if cuda_kernels.available_for(xp):
+                dx = cuda_kernels.affine3(dyg, xg, a, b, c)
+            else:
+                dx = dyg * a                                            # the one new buffer
+                dx += c
+                _add_scaled_in_chunks(dx, xg, b)
         grads = [dx.reshape(x.shape)]
         if weight is not None:
             grads.append(_reduce_to(invstd * s2, param_group_shape).reshape(weight.shape))
