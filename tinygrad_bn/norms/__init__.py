@@ -9,7 +9,7 @@ with a `SPECS` list; the shared test matrix (tests/norms/test_matrix.py) and the
 import importlib
 import pkgutil
 
-from tinygrad_bn.norms._base import NormSpec  # noqa: F401
+from tinygrad_bn.norms._base import NormSpec  # noqa: F401 - re-exported for normalizer files
 
 REGISTRY = {}
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):

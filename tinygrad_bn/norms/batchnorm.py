@@ -66,33 +66,35 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return y
 
 
-class _BatchNorm(Module):
-    """Shared by BatchNorm1d/2d (and the BN family): parameters, buffers, state_dict upgrade."""
+class _NormBase(Module):
+    """The parameters and running-statistics buffers shared by the BatchNorm and InstanceNorm
+    families (PyTorch's _NormBase): weight/bias when affine; running_mean, running_var and
+    num_batches_tracked when track_running_stats; the version-2 state_dict upgrade."""
 
     _version = 2
-    expected_dims = ()  # set by subclasses
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None, *, bias=True):
         super().__init__()
-        if not isinstance(num_features, (int, np.integer)) or num_features <= 0:
-            raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}")
+        if not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool) \
+                or num_features < 0:
+            raise ValueError(f"{type(self).__name__}: num_features must be a non-negative int, "
+                             f"got {num_features!r}")
         self.num_features = int(num_features)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        self.frozen_stats = False
         factory = {"device": device, "dtype": dtype}
         if affine:
-            self.weight = Parameter(ones(num_features, **factory))
-            self.bias = Parameter(zeros(num_features, **factory)) if bias else None
+            self.weight = Parameter(ones(self.num_features, **factory))
+            self.bias = Parameter(zeros(self.num_features, **factory)) if bias else None
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", zeros(num_features, **factory))
-            self.register_buffer("running_var", ones(num_features, **factory))
+            self.register_buffer("running_mean", zeros(self.num_features, **factory))
+            self.register_buffer("running_var", ones(self.num_features, **factory))
             self.register_buffer("num_batches_tracked", zeros((), dtype=dtypes.int64, device=device))
         else:
             self.register_buffer("running_mean", None)
@@ -113,6 +115,27 @@ class _BatchNorm(Module):
                 self.weight.fill_(1)
                 if self.bias is not None:
                     self.bias.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            # checkpoints from before num_batches_tracked existed: start the count at 0
+            state_dict[key] = Tensor(np.zeros((), dtype=np.int64))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class _BatchNorm(_NormBase):
+    """Shared by BatchNorm1d/2d (and the BN family): batch statistics in training, running ones
+    in eval, and frozen statistics on request."""
+
+    frozen_stats = False
 
     def freeze_running_stats(self, frozen=True):
         """Frozen BN: normalize with the running statistics and never update them, even in
@@ -143,20 +166,6 @@ class _BatchNorm(Module):
                           self.running_var if (updates or not use_batch_stats) else None,
                           self.weight, self.bias, use_batch_stats, factor, self.eps,
                           node_name=f"{type(self).__name__}Backward")
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        version = local_metadata.get("version", None)
-        key = prefix + "num_batches_tracked"
-        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            # checkpoints from before num_batches_tracked existed: start the count at 0
-            state_dict[key] = Tensor(np.zeros((), dtype=np.int64))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-
-    def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):

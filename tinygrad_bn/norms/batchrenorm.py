@@ -46,7 +46,7 @@ from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      update_running_stats)
 from tinygrad_bn.norms._meanvar import _fresh, _stats, composed_backward
-from tinygrad_bn.norms.batchnorm import _BatchNorm, batch_norm
+from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm, batch_norm
 from tinygrad_bn.tensor import Tensor
 
 
@@ -278,17 +278,13 @@ class _BatchRenorm(_BatchNorm):
 class BatchRenorm1d(_BatchRenorm):
     """Batch renormalization over (N, C) or (N, C, L) inputs; see the module docstring."""
 
-    def _check_input_dim(self, x):
-        if x.ndim not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (got {x.ndim}D input)")
+    _check_input_dim = BatchNorm1d._check_input_dim  # the same inputs and messages as BatchNorm1d
 
 
 class BatchRenorm2d(_BatchRenorm):
     """Batch renormalization over (N, C, H, W) inputs; see the module docstring."""
 
-    def _check_input_dim(self, x):
-        if x.ndim != 4:
-            raise ValueError(f"expected 4D input (got {x.ndim}D input)")
+    _check_input_dim = BatchNorm2d._check_input_dim  # the same inputs and messages as BatchNorm2d
 
 
 SPECS = [

@@ -43,7 +43,7 @@ from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      update_running_stats)
 from tinygrad_bn.norms._meanvar import _fresh, _stats, composed_backward
-from tinygrad_bn.norms.batchnorm import _BatchNorm, batch_norm
+from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm, batch_norm
 
 REMAINDER_RULES = ("auto", "separate", "merge")
 
@@ -316,17 +316,13 @@ class _GhostBatchNorm(_BatchNorm):
 class GhostBatchNorm1d(_GhostBatchNorm):
     """Ghost batch normalization over (N, C) or (N, C, L) inputs; see the module docstring."""
 
-    def _check_input_dim(self, x):
-        if x.ndim not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (got {x.ndim}D input)")
+    _check_input_dim = BatchNorm1d._check_input_dim  # the same inputs and messages as BatchNorm1d
 
 
 class GhostBatchNorm2d(_GhostBatchNorm):
     """Ghost batch normalization over (N, C, H, W) inputs; see the module docstring."""
 
-    def _check_input_dim(self, x):
-        if x.ndim != 4:
-            raise ValueError(f"expected 4D input (got {x.ndim}D input)")
+    _check_input_dim = BatchNorm2d._check_input_dim  # the same inputs and messages as BatchNorm2d
 
 
 SPECS = [

@@ -30,19 +30,12 @@ form: InstanceNormBackward). It saves x (the one full-size array), the per-(n, c
 invstd (or the running ones), and w.
 """
 import math
-import numbers
 import warnings
 
-import numpy as np
-
 from tinygrad_bn import dtypes
-from tinygrad_bn.autograd.grad_mode import no_grad
-from tinygrad_bn.creation import ones, zeros
-from tinygrad_bn.nn.module import Module
-from tinygrad_bn.nn.parameter import Parameter
 from tinygrad_bn.norms._base import NormSpec, stats_as_constants, torch_size, update_running_stats
 from tinygrad_bn.norms._meanvar import normalize
-from tinygrad_bn.tensor import Tensor
+from tinygrad_bn.norms.batchnorm import _NormBase
 
 
 def _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
@@ -103,59 +96,17 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
 
 
-class _InstanceNorm(Module):
+class _InstanceNorm(_NormBase):
     """Shared by InstanceNorm1d/2d: PyTorch's _NormBase parameters and buffers, with
-    InstanceNorm's defaults (affine=False, track_running_stats=False)."""
+    InstanceNorm's defaults (affine=False, track_running_stats=False). num_batches_tracked is
+    registered for PyTorch's state_dict layout; InstanceNorm never increments it."""
 
-    _version = 2
     no_batch_dim = None  # the ndim of an unbatched input; set by subclasses
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
                  device=None, dtype=None, *, bias=True):
-        super().__init__()
-        if (not isinstance(num_features, numbers.Integral) or isinstance(num_features, bool)
-                or num_features < 0):
-            raise ValueError(f"{type(self).__name__}: num_features must be a non-negative int, "
-                             f"got {num_features!r}")
-        self.num_features = int(num_features)
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = Parameter(ones(self.num_features, **factory))
-            if bias:
-                self.bias = Parameter(zeros(self.num_features, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", zeros(self.num_features, **factory))
-            self.register_buffer("running_var", ones(self.num_features, **factory))
-            # registered for PyTorch's state_dict layout; InstanceNorm never increments it
-            self.register_buffer("num_batches_tracked", zeros((), dtype=dtypes.int64, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_running_stats(self):
-        if self.track_running_stats:
-            with no_grad():
-                self.running_mean.zero_()
-                self.running_var.fill_(1)
-                self.num_batches_tracked.zero_()
-
-    def reset_parameters(self):
-        self.reset_running_stats()
-        if self.affine:
-            with no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
 
     def _check_input_dim(self, input):
         if input.ndim not in (self.no_batch_dim, self.no_batch_dim + 1):
@@ -197,15 +148,8 @@ class _InstanceNorm(Module):
                     f"See the documentation of {klass} for details.")
                 for key in keys:
                     state_dict.pop(key)
-        key = prefix + "num_batches_tracked"
-        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = Tensor(np.zeros((), dtype=np.int64))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-
-    def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class InstanceNorm1d(_InstanceNorm):
