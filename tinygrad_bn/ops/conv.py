@@ -18,7 +18,7 @@ Backward, each part a Function so that double backward works (create_graph=True)
     dx = ConvTranspose(g, w):   col2im; per tap t, the column block g^T w_t (M x C/G) is computed
                                 and added into the tap's windows of a zero buffer (prod(K) strided
                                 adds, no add.at, never the whole column matrix)
-    dw = ConvWeightGrad(x, g):  per tap t, g (O/G x M) @ x_t (M x C/G), x_t the input tap t sees
+    dw = ConvWeightGrad(x, g):  g (G, O/G, M) @ cols (G, M, prod(K)*C/G), cols rebuilt from x
     db = g summed over batch and space
 
 All three are bilinear, so their derivatives are the three ops again:
@@ -26,12 +26,12 @@ All three are bilinear, so their derivatives are the three ops again:
     ConvTranspose(g, w)   -> dg = Conv(gg, w),              dw = ConvWeightGrad(gg, g)
     ConvWeightGrad(x, g)  -> dx = ConvTranspose(g, gg),     dg = Conv(x, gg)
 
-Memory. Saved between forward and backward: only references to x and w (no copies); the column
-matrix lives only inside the forward call (peak extra: prod(K) times the input, 9x for a 3x3
-stride-1 conv, plus a padded copy). Backward works one kernel tap at a time, so its peak extra is
-a few input/output-sized buffers (padded copies, g as a matrix, one tap block), no prod(K) factor.
-Keeping the columns for backward would save one strided copy (~10% of a fwd+bwd) at the price of
-9x the activations of every conv layer held until backward.
+Memory. Saved between forward and backward: only references to x and w (no copies). The column
+matrix exists only inside a call: Conv and ConvWeightGrad each build it (peak extra: prod(K) times
+the input, 9x for a 3x3 stride-1 conv, plus a padded copy) and drop it on return; ConvTranspose
+works one kernel tap at a time (peak extra: a padded copy of dx, g as a matrix, one tap block).
+Keeping the columns from forward for backward would save one strided copy (~10% of a fwd+bwd) at
+the price of 9x the activations of every conv layer held until backward.
 """
 import itertools
 import math
@@ -175,9 +175,11 @@ class ConvTranspose(Function):
         padded = xp.zeros((n, *(s + 2 * p for s, p in zip(output_size, padding)), groups, cg),
                           dtype=y.dtype)
         win = sliding_windows(padded, 1, y.shape[2:], kernel, stride, dilation)
+        # each tap's column block is made and added in turn, in one reused buffer (peak memory
+        # M x C/G, and no fresh allocation per tap: that measured ~10% of this op)
+        block = xp.empty((groups, ym.shape[1], cg), dtype=y.dtype)
         for tap in kernel_taps(kernel):
-            # this tap's column block, made and added one at a time: peak memory M x C/G
-            block = xp.matmul(ym, wt[(slice(None), slice(None)) + tap])   # (G, M, C/G)
+            xp.matmul(ym, wt[(slice(None), slice(None)) + tap], out=block)   # (G, M, C/G)
             win[tap] += xp.moveaxis(block.reshape(groups, n, *y.shape[2:], cg), 0, -2)
         x = padded[_inner(padding, output_size)].reshape(n, *output_size, groups * cg)
         if self.needs_input_grad[0]:
@@ -196,27 +198,23 @@ class ConvTranspose(Function):
 
 class ConvWeightGrad(Function):
     """dw = ConvWeightGrad(x, g): dw[o, c, t] = sum_(n,q) g[n, o, q] x[n, c, q*s + t*d - p],
-    one GEMM per kernel tap t: g (G, O/G, M) @ x_t (G, M, C/G), x_t the input tap t sees.
+    i.e. g (G, O/G, M) @ cols(x) (G, M, prod(K)*C/G), the columns rebuilt from x.
 
     Backward: dx = ConvTranspose(g, gg),  dg = Conv(x, gg)."""
 
     def forward(self, x, g, *, kernel_size, stride, padding, dilation, groups):
         xp, cg = self.xp, x.shape[1] // groups
-        win = sliding_windows(_padded_channels_last(xp, x, padding, groups), 1, g.shape[2:],
-                              kernel_size, stride, dilation)               # (*K, N, *Q, G, C/G)
-        gm = _as_matrix(xp, g, groups)                                     # (G, O/G, M)
-
-        def seen_through(tap):  # (G, M, C/G): the input each output position sees through tap
-            return xp.moveaxis(win[tap], -2, 0).reshape(groups, gm.shape[2], cg)
-        # tap by tap rather than one GEMM on the full columns: as fast, and the copy made for
-        # BLAS is M x C/G instead of prod(K) times that
-        dw = xp.stack([xp.matmul(gm, seen_through(tap)) for tap in kernel_taps(kernel_size)],
-                      axis=2)                                              # (G, O/G, prod(K), C/G)
+        # one GEMM on the full columns, not one per tap: per-tap GEMMs with numpy copies in
+        # between measured as fast on an idle machine but up to 10x slower on a busy one (each
+        # call waits for BLAS's worker threads to be scheduled again)
+        cols = _columns(xp, x, kernel_size, g.shape[2:], stride, padding, dilation, groups)
+        dw = xp.matmul(_as_matrix(xp, g, groups), cols)                    # (G, O/G, K*C/G)
+        dw = xp.moveaxis(dw.reshape(dw.shape[:2] + tuple(kernel_size) + (cg,)), -1, 2)
         if self.needs_input_grad[0]:
             self.save_for_backward(g=g)
         if self.needs_input_grad[1]:
             self.save_for_backward(x=x)
-        return xp.moveaxis(dw, -1, 2).reshape(-1, cg, *kernel_size)
+        return dw.reshape(-1, cg, *kernel_size)
 
     def backward(self, gg):
         geometry = {k: v for k, v in self.attrs.items() if k != "kernel_size"}
