@@ -128,3 +128,19 @@ def test_tensor_dataset_checks_lengths_and_indexes_tensors():
         TensorDataset(np.zeros(3), np.zeros(4))
     x, y = _dataset(4)[2]
     assert isinstance(x, tg.Tensor) and x.tolist() == [4.0, 5.0] and y.item() == 2
+
+
+def test_sampler_gives_the_order_and_follows_the_epoch():
+    from tinygrad_bn.distributed import DistributedSampler
+    from tinygrad_bn.data import TensorDataset
+    data = TensorDataset(tg.arange(10), tg.arange(10))
+    sampler = DistributedSampler(10, num_replicas=2, rank=1, shuffle=True, seed=3)
+    loader = DataLoader(data, batch_size=2, sampler=sampler)
+    assert len(loader) == 3
+    first = [int(v) for x, _ in loader for v in x.tolist()]
+    second = [int(v) for x, _ in loader for v in x.tolist()]
+    sampler.set_epoch(0)
+    assert first == list(sampler)
+    assert first != second  # the next epoch reshuffles (fixed seed: deterministic)
+    with pytest.raises(ValueError, match="mutually exclusive with shuffle"):
+        DataLoader(data, batch_size=2, sampler=sampler, shuffle=True)

@@ -23,12 +23,15 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 device="cpu", transform=None):
+                 device="cpu", transform=None, sampler=None):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"DataLoader: batch_size should be a positive integer value, but got "
                              f"batch_size={batch_size!r}")
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+        self.sampler = sampler  # an iterable of indices (DistributedSampler); it does the shuffling
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -45,14 +48,19 @@ class DataLoader:
         self.epoch = int(epoch)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
         rng = np.random.default_rng(self.seed + epoch)
-        n = len(self.dataset)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)  # the sampler's permutation follows the loader's epoch
+            order = np.asarray(list(self.sampler), dtype=np.int64)
+        else:
+            n = len(self.dataset)
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         stop = len(self) * self.batch_size
         for start in range(0, stop, self.batch_size):
             yield self._batch(order[start:start + self.batch_size], rng)
