@@ -13,8 +13,8 @@ of stages 2 and 3) the shortcut is a 1x1 stride-2 projection ("option B"); elsew
     x --conv-BN-ReLU-conv-BN--(+)--ReLU-->   x --BN-ReLU-conv-BN-ReLU-conv--(+)-->
     \\-------- shortcut --------/            \\---------- identity ----------/
 
-Pre-activation, the paper's rules for the ends of the network (2016b, appendix), and how the
-official code (KaimingHe/resnet-1k-layers, resnet-pre-act.lua) applies them:
+Pre-activation, the paper's rules for the ends of the network (2016b), and how the authors'
+code (KaimingHe/resnet-1k-layers, resnet-pre-act.lua) applies them:
   * the stem is a bare conv (no BN, no ReLU);
   * the first unit after the stem, and every unit with a projection shortcut, applies its
     BN-ReLU *before* splitting into the two paths: the shortcut (identity after the stem,
