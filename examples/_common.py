@@ -175,6 +175,13 @@ def add_run_options(parser, defaults):
                    help="stop after this many epochs as if interrupted (the checkpoint stays; "
                         "--resume continues the run)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI: start with `mpiexec -n N python -m ...`; "
+                        "each rank trains on its share of every batch (--batch-size is the global "
+                        "batch) and rank 0 writes the results (see docs/distributed.md)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="with --distributed: BatchNorm statistics over the whole global batch "
+                        "(SyncBatchNorm) instead of each rank's share")
     return g
 
 
@@ -248,6 +255,40 @@ def prepare_out(out, resume):
         fail("--out", f"cannot write to {out!r}: {e.strerror or e}")
 
 
+# ---- distributed (--distributed) ------------------------------------------------------------
+def setup_distributed(args):
+    """Join the MPI job for --distributed (else: one process). Sets args.world_size, args.rank and
+    args.main (rank 0: the one that prints and writes files); returns the communicator or None."""
+    args.world_size, args.rank, args.main = 1, 0, True
+    if not args.distributed:
+        if args.sync_bn:
+            fail("--sync-bn", "only applies with --distributed")
+        return None
+    import tinygrad_bn.distributed as dist
+    comm = dist.init()
+    args.world_size, args.rank, args.main = comm.world_size, comm.rank, comm.rank == 0
+    if args.batch_size % comm.world_size:
+        fail("--batch-size", f"{args.batch_size} is the global batch and must be divisible by the "
+                             f"{comm.world_size} ranks")
+    return comm
+
+
+def wrap_model(args, model, comm):
+    """--sync-bn: BatchNorm -> SyncBatchNorm; --distributed: DistributedDataParallel (which
+    broadcasts rank 0's parameters and buffers)."""
+    if args.sync_bn:
+        model = tg.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if comm is not None:
+        from tinygrad_bn.distributed import DistributedDataParallel
+        model = DistributedDataParallel(model, communicator=comm)
+    return model
+
+
+def bare(model):
+    """The model inside a DistributedDataParallel wrapper (checkpoints hold its state)."""
+    return getattr(model, "module", model)
+
+
 # ---- data -----------------------------------------------------------------------------------
 def load_data(args):
     """(train set, test set) for the options; one-line errors for unreadable files."""
@@ -278,7 +319,7 @@ def channel_stats(dataset):
     return data.mean(axis=(0, 2, 3)), data.std(axis=(0, 2, 3)) + 1e-6
 
 
-def make_loaders(args, train, test):
+def make_loaders(args, train, test, comm=None):
     mean, std = channel_stats(train)
     normalize = transforms.Normalize(mean, std)
     augment = args.augment
@@ -291,8 +332,17 @@ def make_loaders(args, train, test):
     else:
         train_tf = normalize
     batch = min(args.batch_size, len(train))
-    train_loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=True, seed=args.seed,
-                              device=args.device, transform=train_tf)
+    if comm is not None and comm.world_size > 1:
+        # each rank: a disjoint share of every epoch's permutation, batch/ranks at a time; the
+        # ranks' k-th batches together are the one-process k-th batch
+        from tinygrad_bn.distributed import DistributedSampler
+        sampler = DistributedSampler(train, comm.world_size, comm.rank, shuffle=True, seed=args.seed)
+        train_loader = DataLoader(train, batch_size=max(1, batch // comm.world_size), sampler=sampler,
+                                  drop_last=True, seed=args.seed, device=args.device,
+                                  transform=train_tf)
+    else:
+        train_loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=True,
+                                  seed=args.seed, device=args.device, transform=train_tf)
     test_loader = DataLoader(test, batch_size=max(256, args.batch_size), shuffle=False,
                              seed=args.seed, device=args.device, transform=normalize)
     return train_loader, test_loader
@@ -355,22 +405,31 @@ def train_epoch(model, loader, optimizer, scheduler, desc, disable_progress):
     total_loss, correct, seen, step_losses = 0.0, 0, 0, []
     lr = optimizer.param_groups[0]["lr"]
     bar = progress(loader, len(loader), desc, disable_progress)
+    comm = getattr(model, "comm", None)  # DistributedDataParallel's
+    if comm is not None and comm.world_size == 1:
+        comm = None
     start = time.perf_counter()
     for x, y in bar:
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad()
         loss.backward()
+        if hasattr(model, "sync_gradients"):  # DistributedDataParallel: average over the ranks
+            model.sync_gradients()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         value = float(loss.item())
+        n = int(y.shape[0])
+        hits = int((logits.argmax(1) == y).sum().item())
+        if comm is not None:  # the global batch's loss and hits, the same on every rank
+            value_n, hits, n = comm.all_reduce(np.array([value * n, hits, n], dtype=np.float64))
+            value, hits, n = float(value_n / n), int(hits), int(n)
         if not math.isfinite(value):
             raise FloatingPointError(f"{desc}: the training loss became {value} (lower --lr?)")
-        n = int(y.shape[0])
         step_losses.append(value)
         total_loss += value * n
-        correct += int((logits.argmax(1) == y).sum().item())
+        correct += hits
         seen += n
         if hasattr(bar, "set_postfix"):
             elapsed = time.perf_counter() - start
@@ -417,7 +476,7 @@ class Run:
     def save(self, epoch):
         state = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": epoch,
                  "rng": backend.get_rng_state(), "rows": self.rows, "step_losses": self.step_losses,
-                 "variants": {name: {"model": dict(m.state_dict()), "optimizer": o.state_dict(),
+                 "variants": {name: {"model": dict(bare(m).state_dict()), "optimizer": o.state_dict(),
                                      "scheduler": s.state_dict() if s is not None else None}
                               for name, (m, o, s) in self.variants.items()}}
         tg.save(state, self.checkpoint_path)
@@ -438,7 +497,7 @@ class Run:
                                  f"another --out")
         for name, (model, optimizer, scheduler) in self.variants.items():
             v = state["variants"][name]
-            model.load_state_dict(v["model"])
+            bare(model).load_state_dict(v["model"])
             optimizer.load_state_dict(v["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(v["scheduler"])
@@ -471,7 +530,9 @@ class Run:
                 self.train_loader.set_epoch(epoch)
                 desc = f"epoch {epoch + 1}/{args.epochs} {name}"
                 stats = train_epoch(model, self.train_loader, optimizer, scheduler, desc,
-                                    args.no_progress)
+                                    args.no_progress or not getattr(args, "main", True))
+                if hasattr(model, "sync_buffers"):  # every rank evaluates with rank 0's statistics
+                    model.sync_buffers()
                 test_loss, test_acc = evaluate(model, self.test_loader)
                 self.step_losses[name].extend(stats.pop("step_losses"))
                 row = {"epoch": epoch + 1, "variant": name, "lr": stats["lr"],
@@ -483,7 +544,8 @@ class Run:
                 log(f"epoch {epoch + 1}/{args.epochs} {name:>5}: train loss {row['train_loss']:.4f} "
                     f"acc {row['train_acc']:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
                     f"{row['step_time_ms']:.0f} ms/step, {row['images_per_s']:.0f} img/s")
-            self.save(epoch + 1)
+            if getattr(args, "main", True):  # rank 0 writes; the others hold the same state
+                self.save(epoch + 1)
             if on_epoch is not None:
                 on_epoch(epoch + 1)
         return stop == args.epochs  # finished (not stopped early)

@@ -42,6 +42,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tinygrad_bn as tg  # noqa: E402
+import tinygrad_bn.distributed as dist  # noqa: E402
 
 from examples import _common as C  # noqa: E402
 from examples import models  # noqa: E402
@@ -54,7 +55,7 @@ LABELS = {"post": "post-activation", "pre": "pre-activation"}
 #: the options that determine a run's trajectory: a resumed run must repeat them
 TRAJECTORY = ("dataset", "train_size", "test_size", "image_size", "augment", "depth", "norm",
               "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "step_size",
-              "milestones", "gamma", "warmup_epochs", "seed")
+              "milestones", "gamma", "warmup_epochs", "seed", "sync_bn")
 
 
 def build_parser():
@@ -79,7 +80,7 @@ def default_out(args):
     return f"results/resnet-{args.dataset}-d{args.depth}-{args.norm}"
 
 
-def build_variants(args, in_channels, image_size, num_classes, steps_per_epoch):
+def build_variants(args, in_channels, image_size, num_classes, steps_per_epoch, comm=None):
     """{"post": (model, optimizer, scheduler), "pre": ...}, each model initialised from --seed."""
     variants = {}
     for block in VARIANTS:
@@ -88,7 +89,7 @@ def build_variants(args, in_channels, image_size, num_classes, steps_per_epoch):
             model = models.ResNet(args.depth, block, args.norm, num_classes, in_channels, image_size)
         except ValueError as e:
             C.fail("--norm", str(e))
-        model.to(args.device)
+        model = C.wrap_model(args, model.to(args.device), comm)
         optimizer = C.make_optimizer(args, model.parameters())
         variants[block] = (model, optimizer, C.make_scheduler(args, optimizer, steps_per_epoch))
     return variants
@@ -113,7 +114,9 @@ def block_graphs(model, block, device, seed=0):
     side = models.unit_input_size(model.image_size, stage, index)
     x_np = np.random.default_rng(seed).standard_normal((2, channels, side, side)).astype(np.float32)
     x = tg.tensor(x_np, device=device, requires_grad=True)
-    y = holder(x)
+    # drawing is local to this rank: SyncBatchNorm in the copy must not message the others
+    with dist.use_communicator(dist.SingleProcess()):
+        y = holder(x)
     name = f"{stage}.{index}"
     kind = LABELS[block]
     rule = ("conv-BN-ReLU-conv-BN, add, ReLU" if block == "post"
@@ -133,7 +136,7 @@ def write_block_graphs(variants, out, device, fmt="svg"):
     os.makedirs(folder, exist_ok=True)
     written, pngs, hinted = [], {}, False
     for block, (model, _, _) in variants.items():
-        for direction, graph in block_graphs(model, block, device).items():
+        for direction, graph in block_graphs(C.bare(model), block, device).items():
             base = os.path.join(folder, f"block-{block}-{direction}")
             path = render_graph(graph, f"{base}.{fmt}", quiet=hinted)  # the hint once, not 4 times
             hinted = hinted or path.endswith(".dot")
@@ -179,28 +182,33 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     C.validate(args, DEFAULTS)
+    comm = C.setup_distributed(args)
     args.out = args.out or default_out(args)
-    C.prepare_out(args.out, args.resume)
+    if args.main:
+        C.prepare_out(args.out, args.resume)
+    if comm is not None:
+        comm.barrier()  # the folder exists before any rank reads a checkpoint from it
+    log = print if args.main else (lambda *a, **k: None)
     wall = time.perf_counter()
 
     train, test = C.load_data(args)
     in_channels, image_size, num_classes = C.data_shape(train)
-    train_loader, test_loader = C.make_loaders(args, train, test)
-    variants = build_variants(args, in_channels, image_size, num_classes, len(train_loader))
-    params = {name: models.count_parameters(m) for name, (m, _, _) in variants.items()}
+    train_loader, test_loader = C.make_loaders(args, train, test, comm)
+    variants = build_variants(args, in_channels, image_size, num_classes, len(train_loader), comm)
+    params = {name: models.count_parameters(C.bare(m)) for name, (m, _, _) in variants.items()}
     config = {key: getattr(args, key) for key in TRAJECTORY}
     run = C.Run(variants, train_loader, test_loader, args, config)
     if args.resume:
         done = run.resume()
-        print(f"resuming from {run.checkpoint_path} after epoch {done}")
+        log(f"resuming from {run.checkpoint_path} after epoch {done}")
 
-    print(f"ResNet-{args.depth} ({args.norm}), post- vs pre-activation on {args.dataset}: "
+    log(f"ResNet-{args.depth} ({args.norm}), post- vs pre-activation on {args.dataset}: "
           f"{len(train)} training / {len(test)} test images of {in_channels}x{image_size}x{image_size}, "
           f"{args.epochs} epochs of {len(train_loader)} steps (batch {train_loader.batch_size}), "
           f"lr {args.lr} {args.schedule}, seed {args.seed}, device {args.device}")
-    print("parameters: " + ", ".join(f"{LABELS[k]} {v:,}" for k, v in params.items()))
+    log("parameters: " + ", ".join(f"{LABELS[k]} {v:,}" for k, v in params.items()))
     graphs = []
-    if not args.no_graphs:
+    if not args.no_graphs and args.main:
         try:
             graphs = write_block_graphs(variants, args.out, args.device, args.graph_format)
         except ImportError as e:  # the Python package graphviz is missing: train anyway
@@ -210,12 +218,16 @@ def main(argv=None):
              "labels": LABELS}
 
     def write(epoch, finished=False):  # after every epoch, so an interrupted run has its metrics
+        if not args.main:
+            return
         C.write_metrics(args.out, run.rows, run.step_losses, C.summary(run.rows, variants, params),
                         config, dict(extra, finished=finished))
 
-    finished = run.train(on_epoch=write)
+    finished = run.train(log=log, on_epoch=write)
     write(None, finished)
     final = C.summary(run.rows, variants, params)
+    if not args.main:
+        return final
     title = (f"ResNet-{args.depth} ({args.norm}) post- vs pre-activation, {args.dataset} "
              f"{len(train)}/{len(test)} images {image_size}px, {args.epochs} epochs, seed {args.seed}")
     C.plot_curves(os.path.join(args.out, "curves.png"), run.rows, run.step_losses, LABELS, title)
@@ -230,5 +242,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    dist.run(main)  # under --distributed: an error on one rank ends every rank (not a hang)
     sys.exit(0)

@@ -19,6 +19,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import tinygrad_bn as tg  # noqa: E402
+import tinygrad_bn.distributed as dist  # noqa: E402
 
 from examples import _common as C  # noqa: E402
 from examples import models  # noqa: E402
@@ -30,7 +31,8 @@ EPOCHS = {"small-cnn": 8, "resnet": 5}
 LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 TRAJECTORY = ("dataset", "train_size", "test_size", "image_size", "augment", "model", "block", "depth",
               "norm", "optimizer", "nesterov", "epochs", "batch_size", "lr", "momentum",
-              "weight_decay", "schedule", "step_size", "milestones", "gamma", "warmup_epochs", "seed")
+              "weight_decay", "schedule", "step_size", "milestones", "gamma", "warmup_epochs", "seed",
+              "sync_bn")
 
 
 def build_parser():
@@ -73,34 +75,45 @@ def main(argv=None):
     args.epochs = EPOCHS[args.model] if args.epochs is None else args.epochs
     args.lr = LR[args.optimizer] if args.lr is None else args.lr
     C.validate(args, DEFAULTS)
+    comm = C.setup_distributed(args)
     args.out = args.out or f"results/train-{variant_name(args)}-{args.dataset}"
-    C.prepare_out(args.out, args.resume)
+    if args.main:
+        C.prepare_out(args.out, args.resume)
+    if comm is not None:
+        comm.barrier()  # the folder exists before any rank reads a checkpoint from it
+    log = print if args.main else (lambda *a, **k: None)
     wall = time.perf_counter()
 
     train, test = C.load_data(args)
     in_channels, image_size, num_classes = C.data_shape(train)
-    train_loader, test_loader = C.make_loaders(args, train, test)
-    model = build_model(args, in_channels, image_size, num_classes)
+    train_loader, test_loader = C.make_loaders(args, train, test, comm)
+    model = C.wrap_model(args, build_model(args, in_channels, image_size, num_classes), comm)
     optimizer = C.make_optimizer(args, model.parameters())
     scheduler = C.make_scheduler(args, optimizer, len(train_loader))
     name = variant_name(args)
-    params = {name: models.count_parameters(model)}
+    params = {name: models.count_parameters(C.bare(model))}
     config = {key: getattr(args, key) for key in TRAJECTORY}
     run = C.Run({name: (model, optimizer, scheduler)}, train_loader, test_loader, args, config)
     if args.resume:
-        print(f"resuming from {run.checkpoint_path} after epoch {run.resume()}")
-    print(f"{name} ({args.norm}, {params[name]:,} parameters) on {args.dataset}: {len(train)} "
+        log(f"resuming from {run.checkpoint_path} after epoch {run.resume()}")
+    log(f"{name} ({args.norm}, {params[name]:,} parameters) on {args.dataset}: {len(train)} "
           f"training / {len(test)} test images of {in_channels}x{image_size}x{image_size}, "
           f"{args.epochs} epochs of {len(train_loader)} steps (batch {train_loader.batch_size}), "
-          f"{args.optimizer} lr {args.lr} {args.schedule}, seed {args.seed}, device {args.device}")
+          f"{args.optimizer} lr {args.lr} {args.schedule}, seed {args.seed}, device {args.device}"
+        + (f", {args.world_size} ranks{' with SyncBatchNorm' if args.sync_bn else ''}"
+           if comm is not None else ""))
 
     def write(epoch, finished=False):  # after every epoch, so an interrupted run has its metrics
+        if not args.main:
+            return
         C.write_metrics(args.out, run.rows, run.step_losses, C.summary(run.rows, [name], params),
                         config, {"params": params, "finished": finished})
 
-    finished = run.train(on_epoch=write)
+    finished = run.train(log=log, on_epoch=write)
     write(None, finished)
     final = C.summary(run.rows, [name], params)
+    if not args.main:
+        return final
     C.plot_curves(os.path.join(args.out, "curves.png"), run.rows, run.step_losses, {},
                   f"{name} ({args.norm}) on {args.dataset}, {args.optimizer} lr {args.lr} "
                   f"{args.schedule}, seed {args.seed}")
@@ -112,5 +125,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    dist.run(main)  # under --distributed: an error on one rank ends every rank (not a hang)
     sys.exit(0)
