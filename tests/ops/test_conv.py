@@ -148,14 +148,16 @@ def test_conv_graph_node_attrs_and_saved_tensors():
     node = y.grad_fn
     assert node.name == "ConvolutionBackward"
     assert node.attrs == dict(stride=(2, 2), padding=(1, 0), dilation=(1, 1), groups=1)
-    # only the input and the weight are kept (references, not copies): no column buffer
+    # the input and the weight are references, not copies; the column matrix is not kept
     assert node.saved_shapes() == {"x": (1, 3, 6, 6), "w": (4, 3, 3, 3)}
     assert node.saved_array("x") is x.data and node.saved_array("w") is w.data
+    y.backward(tg.ones(*y.shape))
+    assert node.saved_shapes() == {}  # everything is freed after backward
 
 
 def test_conv_saves_only_what_the_needed_gradient_uses():
     x, w = tg.randn(1, 2, 5, 5), tg.randn(3, 2, 3, 3, requires_grad=True)
-    assert set(conv2d(x, w).grad_fn.saved_shapes()) == {"x"}      # dw needs x only
+    assert set(conv2d(x, w).grad_fn.saved_shapes()) == {"x"}   # dw needs x only
     x.requires_grad_(True)
     w2 = tg.randn(3, 2, 3, 3)
     assert set(conv2d(x, w2).grad_fn.saved_shapes()) == {"w"}     # dx needs w only

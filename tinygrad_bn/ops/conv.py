@@ -18,7 +18,8 @@ Backward, each part a Function so that double backward works (create_graph=True)
     dx = ConvTranspose(g, w):   col2im; per tap t, the column block g^T w_t (M x C/G) is computed
                                 and added into the tap's windows of a zero buffer (prod(K) strided
                                 adds, no add.at, never the whole column matrix)
-    dw = ConvWeightGrad(x, g):  g (G, O/G, M) @ cols (G, M, prod(K)*C/G), cols rebuilt from x
+    dw = ConvWeightGrad(x, g):  g (G, O/G, M) @ cols (G, M, prod(K)*C/G), one GEMM (on the columns
+                                kept from forward, or rebuilt from x)
     db = g summed over batch and space
 
 All three are bilinear, so their derivatives are the three ops again:
@@ -26,12 +27,12 @@ All three are bilinear, so their derivatives are the three ops again:
     ConvTranspose(g, w)   -> dg = Conv(gg, w),              dw = ConvWeightGrad(gg, g)
     ConvWeightGrad(x, g)  -> dx = ConvTranspose(g, gg),     dg = Conv(x, gg)
 
-Memory. Saved between forward and backward: only references to x and w (no copies). The column
-matrix exists only inside a call: Conv and ConvWeightGrad each build it (peak extra: prod(K) times
-the input, 9x for a 3x3 stride-1 conv, plus a padded copy) and drop it on return; ConvTranspose
-works one kernel tap at a time (peak extra: a padded copy of dx, g as a matrix, one tap block).
-Keeping the columns from forward for backward would save one strided copy (~10% of a fwd+bwd) at
-the price of 9x the activations of every conv layer held until backward.
+Memory. Saved between forward and backward: references to x and w only. Keeping the column matrix
+(prod(K) times the input, 9x for a 3x3 conv) until backward measured ~12% faster fwd+bwd, but held
+across a ResNet's 19 convolutions it multiplies the training step's peak memory; the weight
+gradient therefore rebuilds the columns. Inside a call the peak extra is the column matrix plus a padded copy (Conv,
+ConvWeightGrad) or a padded copy of dx, g as a matrix and one tap block (ConvTranspose). Saved
+arrays are freed after backward (unless retain_graph).
 """
 import itertools
 import math
@@ -141,17 +142,16 @@ class Conv(Function):
         if self.needs_input_grad[0]:
             self.save_for_backward(w=w)   # dx needs w only
         if self.needs_input_grad[1]:
-            self.save_for_backward(x=x)   # dw needs x only (the columns are rebuilt from it)
+            self.save_for_backward(x=x)   # dw needs x (a reference): the columns are rebuilt
         return y
 
     def backward(self, g):
         dx = dw = db = None
+        (x_shape, _), (w_shape, _) = self.input_meta[:2]
         if self.needs_input_grad[0]:
-            dx = ConvTranspose.apply(g, self.saved("w"), output_size=self.input_meta[0][0][2:],
-                                     **self.attrs)
+            dx = ConvTranspose.apply(g, self.saved("w"), output_size=x_shape[2:], **self.attrs)
         if self.needs_input_grad[1]:
-            dw = ConvWeightGrad.apply(self.saved("x"), g, kernel_size=self.input_meta[1][0][2:],
-                                      **self.attrs)
+            dw = ConvWeightGrad.apply(self.saved("x"), g, kernel_size=w_shape[2:], **self.attrs)
         if len(self.input_meta) == 2:
             return dx, dw
         if self.needs_input_grad[2]:
@@ -196,6 +196,13 @@ class ConvTranspose(Function):
         return dy, dw
 
 
+def _weight_grad(xp, cols, g, groups, w_shape):
+    """dw (O, C/G, *K) = g (G, O/G, M) @ cols (G, M, prod(K)*C/G), one GEMM per group."""
+    dw = xp.matmul(_as_matrix(xp, g, groups), cols)                        # (G, O/G, K*C/G)
+    _, cg, *kernel = w_shape
+    return xp.moveaxis(dw.reshape(dw.shape[:2] + tuple(kernel) + (cg,)), -1, 2).reshape(w_shape)
+
+
 class ConvWeightGrad(Function):
     """dw = ConvWeightGrad(x, g): dw[o, c, t] = sum_(n,q) g[n, o, q] x[n, c, q*s + t*d - p],
     i.e. g (G, O/G, M) @ cols(x) (G, M, prod(K)*C/G), the columns rebuilt from x.
@@ -203,18 +210,16 @@ class ConvWeightGrad(Function):
     Backward: dx = ConvTranspose(g, gg),  dg = Conv(x, gg)."""
 
     def forward(self, x, g, *, kernel_size, stride, padding, dilation, groups):
-        xp, cg = self.xp, x.shape[1] // groups
         # one GEMM on the full columns, not one per tap: per-tap GEMMs with numpy copies in
         # between measured as fast on an idle machine but up to 10x slower on a busy one (each
         # call waits for BLAS's worker threads to be scheduled again)
-        cols = _columns(xp, x, kernel_size, g.shape[2:], stride, padding, dilation, groups)
-        dw = xp.matmul(_as_matrix(xp, g, groups), cols)                    # (G, O/G, K*C/G)
-        dw = xp.moveaxis(dw.reshape(dw.shape[:2] + tuple(kernel_size) + (cg,)), -1, 2)
+        cols = _columns(self.xp, x, kernel_size, g.shape[2:], stride, padding, dilation, groups)
         if self.needs_input_grad[0]:
             self.save_for_backward(g=g)
         if self.needs_input_grad[1]:
             self.save_for_backward(x=x)
-        return dw.reshape(-1, cg, *kernel_size)
+        w_shape = (g.shape[1], x.shape[1] // groups) + tuple(kernel_size)
+        return _weight_grad(self.xp, cols, g, groups, w_shape)
 
     def backward(self, gg):
         geometry = {k: v for k, v in self.attrs.items() if k != "kernel_size"}
