@@ -89,32 +89,38 @@ def _torch_twin(torch, module, shape):
     return None
 
 
-def resnet_step_cases(torch, depth=20, batch=128):
-    """One SGD training step of a post-activation CIFAR ResNet, ours and PyTorch's."""
+def resnet_step_cases(torch, depth=20, batch=128, which=("ours", "torch")):
+    """One SGD training step of a post-activation CIFAR ResNet, ours and PyTorch's
+    (`which` limits what is built, so that a memory probe holds one framework only)."""
     try:
         from examples.models import resnet
     except ImportError:
         return []  # run from the repository root to include the ResNet cases
-    model = resnet(depth=depth, block="post")
-    opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    tmodel = _torch_resnet(torch, depth)
-    topt = torch.optim.SGD(tmodel.parameters(), lr=0.1, momentum=0.9)
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     y_np = rng.integers(0, 10, batch)
-    x, y = tg.tensor(x_np), tg.tensor(y_np)
-    tx, ty = torch.tensor(x_np), torch.tensor(y_np)
+    steps = {"ours": None, "torch": None}
+    if "ours" in which:
+        model = resnet(depth=depth, block="post")
+        opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x, y = tg.tensor(x_np), tg.tensor(y_np)
 
-    def ours():
-        opt.zero_grad()
-        tg.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+        def ours():
+            opt.zero_grad()
+            tg.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        steps["ours"] = ours
+    if "torch" in which:
+        tmodel = _torch_resnet(torch, depth)
+        topt = torch.optim.SGD(tmodel.parameters(), lr=0.1, momentum=0.9)
+        tx, ty = torch.tensor(x_np), torch.tensor(y_np)
 
-    def theirs():
-        topt.zero_grad()
-        torch.nn.functional.cross_entropy(tmodel(tx), ty).backward()
-        topt.step()
-    return [(f"ResNet-{depth} train step b{batch}", ours, theirs)]
+        def theirs():
+            topt.zero_grad()
+            torch.nn.functional.cross_entropy(tmodel(tx), ty).backward()
+            topt.step()
+        steps["torch"] = theirs
+    return [(f"ResNet-{depth} train step b{batch}", steps["ours"], steps["torch"])]
 
 
 def _torch_resnet(torch, depth):
@@ -147,27 +153,40 @@ def _torch_resnet(torch, depth):
 
 
 _PEAK_SCRIPT = r"""
-import json, resource, sys, numpy as np
+import json, sys, threading, time
 framework, depth, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 import torch
 torch.set_num_threads(2)
 from tinygrad_bn.bench.nn_cases import resnet_step_cases
-cases = resnet_step_cases(torch, depth, batch)
+cases = resnet_step_cases(torch, depth, batch, which=(framework,))
 if not cases:
     print(json.dumps(None)); sys.exit()
 _, ours, theirs = cases[0]
 step = ours if framework == "ours" else theirs
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-for _ in range(3):
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+baseline, peak, done = rss_mib(), [0.0], []
+def sample():  # the resident set, sampled every millisecond while the steps run
+    while not done:
+        peak[0] = max(peak[0], rss_mib())
+        time.sleep(0.001)
+sampler = threading.Thread(target=sample)
+sampler.start()
+for _ in range(4):  # the first step included: after it, freed memory stays in the heap
     step()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_increase_mib": (after - before) / 1024}))
+done.append(True)
+sampler.join()
+print(json.dumps({"peak_increase_mib": peak[0] - baseline, "baseline_mib": baseline}))
 """
 
 
 def peak_memory(depth=20, batch=128):
-    """Peak resident-memory increase of 3 training steps, each framework in its own process
-    (ru_maxrss after setup vs after the steps), in MiB: (ours, torch) or None."""
+    """Peak resident-memory increase during 4 training steps over the resident set after setup
+    (model, optimizer and batch built), each framework alone in its own process, in MiB:
+    (ours, torch) or None."""
     results = {}
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for framework in ("ours", "torch"):

@@ -36,7 +36,8 @@ class Sum(Function):
     """y = sum of x over `dims`.   dx = g broadcast back over those dims."""
 
     def forward(self, x, dims, keepdim):
-        return x.sum(axis=dims, keepdims=keepdim)
+        # axis=None when every axis is reduced: NumPy's whole-array path is faster than axis=(0,)
+        return x.sum(axis=None if len(dims) == x.ndim and not keepdim else dims, keepdims=keepdim)
 
     def backward(self, g):
         return _unreduce(g, self.input_meta[0][0], self.attrs["dims"], self.attrs["keepdim"])
