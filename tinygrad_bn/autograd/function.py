@@ -187,11 +187,16 @@ class Function:
         results = (result,) if single else result
         ctx.seq = next(_sequence)
         ctx._input_arrays = ()
-        ctx.next_edges = tuple(t._edge() for t in inputs)
-        ctx.input_meta = tuple((a.shape, a.dtype) for a in arrays)
-        ctx.output_meta = tuple((r.shape, r.dtype) for r in results)
-        outs = tuple(make(r) if id(r) in ctx._non_differentiable else make(r, ctx, i)
-                     for i, r in enumerate(results))
+        # per input: its producing node, the leaf itself, or nothing (Tensor._edge, inlined: hot)
+        ctx.next_edges = tuple((t.grad_fn, t._output_index) if t.grad_fn is not None
+                               else ((None, t) if t.requires_grad else None) for t in inputs)
+        ctx.input_meta = tuple([(a.shape, a.dtype) for a in arrays])
+        ctx.output_meta = tuple([(r.shape, r.dtype) for r in results])
+        if ctx._non_differentiable:
+            outs = tuple(make(r) if id(r) in ctx._non_differentiable else make(r, ctx, i)
+                         for i, r in enumerate(results))
+        else:
+            outs = (make(result, ctx, 0),) if single else tuple(make(r, ctx, i) for i, r in enumerate(results))
         if ctx._saved:
             # what was saved: an input, an output, or a constant; inputs/outputs get version checks
             versions = []

@@ -33,6 +33,13 @@ class Reshape(Function):
 
 
 def reshape(x, *shape):
+    if len(shape) == 1 and type(shape[0]) is tuple:
+        shape = shape[0]
+    if shape == x.data.shape:
+        return x
+    if -1 not in shape and all(type(n) is int and n >= 0 for n in shape) and \
+            math.prod(shape) == x.data.size:
+        return Reshape.apply(x, shape=shape)  # the common case: an explicit, valid shape
     shape = _shape_arg(shape, "reshape")
     size = x.numel()
     if shape.count(-1) > 1:
