@@ -19,6 +19,9 @@ import dataclasses
 from typing import Any, Callable, Optional
 
 from tinygrad_bn import backend, dtypes
+from tinygrad_bn.autograd.grad_mode import no_grad
+from tinygrad_bn.creation import ones, zeros
+from tinygrad_bn.nn.parameter import Parameter
 
 
 @dataclasses.dataclass
@@ -32,6 +35,29 @@ class NormSpec:
     #: keyword options for the test matrix: e.g. {"min_batch": 2}, {"gradcheck_eps": 1e-6}
     test_options: dict = dataclasses.field(default_factory=dict)
     description: str = ""
+
+
+def register_affine(module, shape, affine=True, bias=True, device=None, dtype=None):
+    """module.weight = 1 and module.bias = 0, both of `shape`, as Parameters; bias=False leaves
+    out the bias and affine=False both (registered as None, so state_dict keys follow PyTorch)."""
+    if affine:
+        module.weight = Parameter(ones(shape, device=device, dtype=dtype))
+        if bias:
+            module.bias = Parameter(zeros(shape, device=device, dtype=dtype))
+        else:
+            module.register_parameter("bias", None)
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
+def reset_affine(module):
+    """Back to weight = 1, bias = 0 (where present), in place."""
+    with no_grad():
+        if getattr(module, "weight", None) is not None:
+            module.weight.fill_(1)
+        if getattr(module, "bias", None) is not None:
+            module.bias.zero_()
 
 
 def format_float(value):

@@ -24,9 +24,9 @@ from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.module import Module
-from tinygrad_bn.nn.parameter import Parameter
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
-                                     stats_as_constants, update_running_stats)
+                                     register_affine, reset_affine, stats_as_constants,
+                                     update_running_stats)
 from tinygrad_bn.norms._meanvar import normalize
 from tinygrad_bn.tensor import Tensor
 
@@ -86,12 +86,7 @@ class _NormBase(Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = Parameter(ones(self.num_features, **factory))
-            self.bias = Parameter(zeros(self.num_features, **factory)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, self.num_features, affine, bias, **factory)
         if track_running_stats:
             self.register_buffer("running_mean", zeros(self.num_features, **factory))
             self.register_buffer("running_var", ones(self.num_features, **factory))
@@ -110,11 +105,7 @@ class _NormBase(Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
-            with no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        reset_affine(self)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

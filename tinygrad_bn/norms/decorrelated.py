@@ -49,10 +49,9 @@ import numpy as np
 from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad
-from tinygrad_bn.creation import ones, zeros
+from tinygrad_bn.creation import zeros
 from tinygrad_bn.nn.module import Module
-from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec, check_more_than_one_value
+from tinygrad_bn.norms._base import NormSpec, check_more_than_one_value, register_affine, reset_affine
 from tinygrad_bn.norms._meanvar import _fresh
 from tinygrad_bn.tensor import Tensor
 
@@ -381,12 +380,7 @@ class DecorrelatedBatchNorm(Module):
         self.track_running_stats = track_running_stats
         factory = {"device": device, "dtype": dtype}
         d = self.num_features // self.groups
-        if affine:
-            self.weight = Parameter(ones(num_features, **factory))
-            self.bias = Parameter(zeros(num_features, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, num_features, affine, **factory)
         if track_running_stats:
             self.register_buffer("running_mean", zeros(num_features, **factory))
             proj = zeros(self.groups, d, d, **factory)
@@ -407,9 +401,7 @@ class DecorrelatedBatchNorm(Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
-            self.weight.data[...] = 1
-            self.bias.data[...] = 0
+        reset_affine(self)
 
     def forward(self, input):
         if input.ndim < 2:

@@ -24,11 +24,8 @@ import math
 import numbers
 
 from tinygrad_bn import dtypes
-from tinygrad_bn.autograd.grad_mode import no_grad
-from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.module import Module
-from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec
+from tinygrad_bn.norms._base import NormSpec, register_affine, reset_affine
 from tinygrad_bn.norms._meanvar import normalize
 from tinygrad_bn.norms.layernorm import shape_list
 
@@ -90,23 +87,10 @@ class GroupNorm(Module):
         self.num_channels = int(num_channels)
         self.eps = eps
         self.affine = affine
-        factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = Parameter(ones(self.num_channels, **factory))
-            if bias:
-                self.bias = Parameter(zeros(self.num_channels, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, self.num_channels, affine, bias, device=device, dtype=dtype)
 
     def reset_parameters(self):
-        if self.affine:
-            with no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        reset_affine(self)
 
     def forward(self, input):
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)

@@ -25,11 +25,8 @@ import math
 import numbers
 
 from tinygrad_bn import dtypes
-from tinygrad_bn.autograd.grad_mode import no_grad
-from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.module import Module
-from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec
+from tinygrad_bn.norms._base import NormSpec, register_affine, reset_affine
 from tinygrad_bn.norms._meanvar import normalize
 
 
@@ -107,23 +104,11 @@ class LayerNorm(Module):
                              f"{list(self.normalized_shape)}")
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        factory = {"device": device, "dtype": dtype}
-        if elementwise_affine:
-            self.weight = Parameter(ones(self.normalized_shape, **factory))
-            if bias:
-                self.bias = Parameter(zeros(self.normalized_shape, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, self.normalized_shape, elementwise_affine, bias, device=device,
+                        dtype=dtype)
 
     def reset_parameters(self):
-        if self.elementwise_affine:
-            with no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        reset_affine(self)
 
     def forward(self, input):
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
