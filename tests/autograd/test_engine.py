@@ -40,6 +40,24 @@ def test_shared_passthrough_gradient_is_not_aliased():
     assert_close(b.grad, [1.0, 1.0])
 
 
+def test_leaf_grads_never_share_memory_with_each_other_or_the_caller(device):
+    a, b = leaf([1.0, 2.0, 3.0, 4.0], device), leaf([[3.0, 4.0], [5.0, 6.0]], device)
+    gradient = tg.ones(2, 2, device=device)
+    (a.reshape(2, 2) + b).backward(gradient)   # a.grad is a reshape (a view) of b's gradient
+    a.grad.data += 10
+    gradient.data += 100
+    assert_close(b.grad, np.ones((2, 2)))
+    assert_close(a.grad, np.full(4, 11.0))
+
+
+def test_a_fresh_gradient_is_stored_without_a_copy():
+    x = leaf(np.ones(3))
+    arriving = []
+    x.register_hook(lambda g: arriving.append(g.data))  # the array MulBackward made for x
+    (x * 2).backward(tg.ones(3))
+    assert x.grad.data is arriving[0]  # stored as it is: a full-size copy per leaf would be waste
+
+
 def test_backward_on_non_scalar_needs_gradient():
     x = leaf([[1.0, 2.0]])
     with pytest.raises(RuntimeError, match=r"grad can be implicitly created only for scalar outputs.*\[1, 2\]"):

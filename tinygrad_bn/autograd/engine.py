@@ -55,16 +55,29 @@ def _run_hooks(hooks, grad):
     return grad
 
 
-def _accumulate_leaf(leaf, grad, create_graph):
-    """leaf.grad += grad, after the leaf's hooks; the first gradient is stored as its own buffer."""
+def _memory_owner(array):
+    """The array whose memory `array` uses (itself, or the base of a view), as an id."""
+    inner = getattr(array, "_a", array)  # fakegpu wraps a NumPy array
+    while getattr(inner, "base", None) is not None:
+        inner = inner.base
+    return id(inner)
+
+
+def _accumulate_leaf(leaf, grad, create_graph, handed_out):
+    """leaf.grad += grad, after the leaf's hooks.
+
+    The first gradient becomes leaf.grad without a copy, unless its memory was already handed to
+    another leaf in this walk or belongs to a gradient the caller passed in (`handed_out`): a
+    pass-through backward (add, reshape) may give one array to several leaves, and an in-place
+    update of one `.grad` must not change another."""
     if leaf._hooks:
         grad = _run_hooks(leaf._hooks, grad)
     if leaf.grad is None:
         if not create_graph:
-            # own buffer: a pass-through backward (add, reshape) may hand the same array to
-            # several leaves, and an in-place `.grad` update must not change them all
             from tinygrad_bn.tensor import Tensor
-            grad = Tensor._make(grad.data.copy())
+            owner = _memory_owner(grad.data)
+            grad = Tensor._make(grad.data.copy() if owner in handed_out else grad.data)
+            handed_out.add(owner)
         leaf.grad = grad
     else:
         leaf.grad = _add(leaf.grad, grad, create_graph)
@@ -83,13 +96,15 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     # Roots that are leaves themselves receive their gradient directly.
     buffers = {}  # node -> [grad Tensor or None per output]
     root_nodes = []
+    # memory already given to a leaf's .grad, or owned by the caller: never given out twice
+    handed_out = {_memory_owner(g.data) for g in root_grads}
     captured = {} if inputs is not None else None
     input_ids = {id(t): i for i, t in enumerate(inputs)} if inputs is not None else None
     for root, grad in zip(roots, root_grads):
         node = root.grad_fn
         if node is None:
             if inputs is None:
-                _accumulate_leaf(root, grad, create_graph)
+                _accumulate_leaf(root, grad, create_graph, handed_out)
             elif id(root) in input_ids:
                 i = input_ids[id(root)]
                 captured[i] = grad if i not in captured else _add(captured[i], grad, create_graph)
@@ -159,7 +174,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 parent, where = edge
                 if parent is None:  # a leaf
                     if inputs is None:
-                        _accumulate_leaf(where, grad, create_graph)
+                        _accumulate_leaf(where, grad, create_graph, handed_out)
                     elif id(where) in input_ids:
                         i = input_ids[id(where)]
                         captured[i] = grad if i not in captured else _add(captured[i], grad, create_graph)
