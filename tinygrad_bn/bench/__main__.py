@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from tinygrad_bn.bench import core_cases, nn_cases
-from tinygrad_bn.bench.timing import median_time
+from tinygrad_bn.bench.timing import median_time, paired_median_times
 
 
 def _torch():
@@ -42,11 +42,14 @@ def run(args):
     torch = _torch()
     rows = []
 
-    def record(group, name, ours, ref, ref_name, unit_scale=1e6, unit="us", **timing):
+    def record(group, name, ours, ref, ref_name, unit_scale=1e6, unit="us", paired=False, **timing):
         if args.filter and args.filter not in name:
             return
-        t_ours = median_time(ours, **timing)
-        t_ref = median_time(ref, **timing) if ref is not None else None
+        if paired:  # heavy cases: alternate ours and the reference (see paired_median_times)
+            t_ours, t_ref = paired_median_times(ours, ref, repeat=timing.get("repeat", 9))
+        else:
+            t_ours = median_time(ours, **timing)
+            t_ref = median_time(ref, **timing) if ref is not None else None
         row = {"group": group, "case": name, "ours_s": t_ours, "reference": ref_name,
                "reference_s": t_ref, "ratio": (t_ours / t_ref) if t_ref else None}
         rows.append(row)
@@ -68,7 +71,7 @@ def run(args):
     if torch is None:
         print("layers: PyTorch is not installed; the side-by-side layer cases are skipped")
         return rows
-    heavy = {"repeat": 3 if args.quick else 5, "number": 1}
+    heavy = {"repeat": 3 if args.quick else 9, "paired": True}
     for name, ours, ref in nn_cases.matmul_cases(torch, 256 if args.quick else 512):
         record("matmul", name, ours, ref, "torch", unit_scale=1e3, unit="ms", **heavy)
     for name, ours, ref in nn_cases.conv_cases(torch, args.quick):
@@ -80,7 +83,7 @@ def run(args):
         if not steps:
             print("resnet: examples.models is not importable; run from the repository root")
         for name, ours, ref in steps:
-            record("resnet", name, ours, ref, "torch", unit_scale=1e3, unit="ms", repeat=5, number=1)
+            record("resnet", name, ours, ref, "torch", unit_scale=1e3, unit="ms", repeat=7, paired=True)
         if steps and (not args.filter or args.filter in "peak memory"):
             peak = nn_cases.peak_memory()
             if peak is None:

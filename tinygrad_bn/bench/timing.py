@@ -30,3 +30,21 @@ def median_time(fn, repeat=7, number=None, min_time=0.05, warmup=1, sync=None):
             sync()
         samples.append((time.perf_counter() - start) / number)
     return statistics.median(samples)
+
+
+def paired_median_times(fn_a, fn_b, repeat=9, warmup=1):
+    """Median seconds per call of fn_a and fn_b, measured alternately (a, b, a, b, ...).
+
+    Heavy cases interleave: each framework then runs in the same machine and heap state as the
+    other (one run's freed memory decides whether the next one page-faults), instead of all of
+    one framework's repetitions and then all of the other's."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)

@@ -77,8 +77,10 @@ def _add_scaled_in_chunks(out, x, scale):
 
 
 def _aligned(param_group_shape, axes, center):
-    """w, b constant within each statistics group (BN, IN): the per-group fast path applies."""
-    return param_group_shape is not None and center and all(param_group_shape[a] == 1 for a in axes)
+    """The per-group fast path applies when w, b are constant along some reduced axis, so that
+    sums over it can be taken once: BN and IN (constant within the whole group), GN (constant
+    within each channel's spatial block). LN and RMSNorm vary along every reduced axis."""
+    return param_group_shape is not None and center and any(param_group_shape[a] == 1 for a in axes)
 
 
 def _row_blocks(xg):
@@ -264,24 +266,32 @@ class NormalizeBackward(Function):
 
     def _aligned(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
                  param_group_shape, center, has_bias):
-        """Fast path when w is constant within each statistics group (BatchNorm, InstanceNorm).
+        """Fast path when w is constant along some reduced axes ("const"; BN, IN: all of them; GN:
+        the spatial one) and varies along the others ("vary"; GN: the channels of a group).
 
-        With S1 = sum(dy) and S2 = sum(dy (x - mu)) per group (M values each):
-            dw = invstd * S2,  db = S1,  dx = a dy + b x + c  with per-group
-            a = w invstd,  b = -w invstd^3 S2 / M,  c = -a S1 / M - b mu
-        which needs one new full-size buffer (dx) and no full-size temporaries."""
+        With S1 = sum_const(dy), S2 = sum_const(dy (x - mu)) and M values per statistics group:
+            A = sum_vary(w S1) / M = mean(g_hat),   B = invstd sum_vary(w S2) / M = mean(g_hat x_hat)
+            dx = a dy + b x + c,  a = w invstd,  b = -invstd^2 B,  c = -invstd A + invstd^2 B mu
+            dw = sum(invstd S2),  db = sum(S1)   (over the axes w does not vary along)
+        which needs one new full-size buffer (dx) and no full-size temporaries. For BN this is
+        b = -w invstd^3 S2 / M and c = -a S1 / M - b mu."""
         xp = self.xp
         xg, dyg = x.reshape(group_shape), dy.reshape(group_shape)
+        const = tuple(ax for ax in axes if param_group_shape[ax] == 1)
+        vary = tuple(ax for ax in axes if param_group_shape[ax] != 1)
         w = weight.reshape(param_group_shape) if weight is not None else None
-        s1 = dyg.sum(axis=axes, keepdims=True)
-        s2 = _sum_of_products(xp, dyg, xg, axes) - mean * s1          # sum dy (x - mu)
+        s1 = dyg.sum(axis=const, keepdims=True)
+        s2 = _sum_of_products(xp, dyg, xg, const) - mean * s1           # sum dy (x - mu)
         a = invstd * w if w is not None else invstd
         if fixed_stats:
             dx = dyg * a                                                # the one new buffer
         else:
-            count = xg.size // s1.size
-            b = -a * invstd * invstd * s2 / count
-            c = -a * s1 / count - b * mean
+            count = xg.size // invstd.size
+            ws1, ws2 = (s1 * w, s2 * w) if w is not None else (s1, s2)
+            mean_g_hat = ws1.sum(axis=vary, keepdims=True) / count if vary else ws1 / count
+            mean_g_hat_x_hat = invstd * (ws2.sum(axis=vary, keepdims=True) if vary else ws2) / count
+            b = -invstd * invstd * mean_g_hat_x_hat
+            c = -invstd * mean_g_hat - b * mean
             if cuda_kernels.available_for(xp):
                 dx = cuda_kernels.affine3(dyg, xg, a, b, c)
             else:
