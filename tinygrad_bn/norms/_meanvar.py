@@ -205,18 +205,7 @@ class Normalize(Function):
         inputs = [dy, x] + ([weight] if weight is not None else [])
         grads = NormalizeBackward.apply(*inputs, mean=mean, invstd=invstd, fixed_stats=fixed_stats,
                                         **_geometry(self.attrs))
-        dx, rest = grads[0], list(grads[1:])
-        dw = rest.pop(0) if weight is not None else None
-        db = rest.pop(0) if self.attrs["has_bias"] else None
-        if not self.needs_input_grad[0]:
-            dx = None
-        out = [dx]
-        if weight is not None:
-            out.append(dw if self.needs_input_grad[1] else None)
-        if self.attrs["has_bias"]:
-            # the bias may be (C,) or (1, C, 1, 1): its gradient takes the bias's own shape
-            out.append(db.reshape(self.input_meta[-1][0]) if self.needs_input_grad[-1] else None)
-        return tuple(out)
+        return gradients_per_input(self, grads)
 
 
 def _geometry(attrs):
@@ -343,23 +332,46 @@ class NormalizeBackward(Function):
 
     def backward(self, *gg):
         """VJP of the composed (primitive-op) backward: second derivatives to any order."""
-        dy, x = self.saved("dy", "x")
-        weight = self.saved("weight") if self.attrs["has_weight"] else None
-        create_graph = is_grad_enabled()
-        with enable_grad():
-            # fresh nodes in front of the inputs, so the VJP is a partial derivative in each
-            # argument and stops there, even when dy itself depends on x
-            args = [_fresh(t) for t in ([dy, x] + ([weight] if weight is not None else []))]
-            geometry = self.attrs
-            fixed = self.attrs["fixed_stats"]
-            outs = composed_backward(*args, mean=self.attrs["mean"] if fixed else None,
-                                     invstd=self.attrs["invstd"] if fixed else None, **{
-                                         k: geometry[k] for k in ("group_shape", "axes", "param_shape",
-                                                                  "eps", "center", "has_bias")})
-            pairs = [(o, g) for o, g in zip(outs, gg) if o is not None and o.requires_grad]
-            from tinygrad_bn.autograd import grad
-            return grad([o for o, _ in pairs], args, [g for _, g in pairs],
-                        create_graph=create_graph, allow_unused=True)
+        fixed = self.attrs["fixed_stats"]
+        return vjp_of_composed(self, composed_backward, gg,
+                               mean=self.attrs["mean"] if fixed else None,
+                               invstd=self.attrs["invstd"] if fixed else None,
+                               **{k: self.attrs[k] for k in ("group_shape", "axes", "param_shape",
+                                                             "eps", "center", "has_bias")})
+
+
+def vjp_of_composed(node, composed, grad_outputs, **attrs):
+    """The backward of a fused-backward node: the vector-Jacobian product of
+    `composed(dy, x[, weight], **attrs)` - the same formulas in primitive Tensor ops - at the
+    node's saved dy, x and weight. With grad mode on (create_graph) the result is differentiable
+    again, so derivatives of any order work.
+
+    Fresh nodes stand in front of the inputs, so the VJP is a partial derivative in each argument
+    and stops there, even when dy itself depends on x."""
+    from tinygrad_bn.autograd import grad
+    dy, x = node.saved("dy", "x")
+    weight = node.saved("weight") if node.attrs["has_weight"] else None
+    create_graph = is_grad_enabled()
+    with enable_grad():
+        args = [_fresh(t) for t in ([dy, x] + ([weight] if weight is not None else []))]
+        outs = composed(*args, **attrs)
+        pairs = [(o, g) for o, g in zip(outs, grad_outputs)
+                 if o is not None and g is not None and o.requires_grad]
+        return grad([o for o, _ in pairs], args, [g for _, g in pairs],
+                    create_graph=create_graph, allow_unused=True)
+
+
+def gradients_per_input(node, grads):
+    """One gradient per input (x, [w], [b]) of a normalizer node, from its fused backward's
+    (dx, [dw], [db]): None where that input needs none, each in its input's own shape (a bias
+    may be (C,) or (1, C, 1, 1))."""
+    out = []
+    for g, needed, (shape, _) in zip(grads, node.needs_input_grad, node.input_meta):
+        if not needed or g is None:
+            out.append(None)
+        else:
+            out.append(g if tuple(g.shape) == tuple(shape) else g.reshape(shape))
+    return tuple(out)
 
 
 def _fresh(t):

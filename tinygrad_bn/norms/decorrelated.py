@@ -48,11 +48,11 @@ import numpy as np
 
 from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.function import Function
-from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad
+from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import zeros
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.norms._base import NormSpec, check_more_than_one_value, register_affine, reset_affine
-from tinygrad_bn.norms._meanvar import _fresh
+from tinygrad_bn.norms._meanvar import gradients_per_input, vjp_of_composed
 from tinygrad_bn.tensor import Tensor
 
 
@@ -180,15 +180,7 @@ class DecorrelatedBatchNormFunction(Function):
                 eps=self.attrs["eps"], has_weight=has_weight, has_bias=has_bias,
                 mean=self.saved_array("mean"), eigvals=self.saved_array("eigvals"),
                 eigvecs=self.saved_array("eigvecs"))
-        dx, rest = grads[0], list(grads[1:])
-        out = [dx if self.needs_input_grad[0] else None]
-        if has_weight:
-            dw = rest.pop(0)
-            out.append(dw if self.needs_input_grad[1] else None)
-        if has_bias:
-            db = rest.pop(0)
-            out.append(db if self.needs_input_grad[-1] else None)
-        return tuple(out)
+        return gradients_per_input(self, grads)
 
 
 def _fixed_backward(dy, x, weight, mean, projection, groups, has_bias):
@@ -239,17 +231,8 @@ class DecorrelatedBatchNormGrad(Function):
 
     def backward(self, *gg):
         """VJP of the composed (primitive-op) backward: second derivatives to any order."""
-        dy, x = self.saved("dy", "x")
-        weight = self.saved("weight") if self.attrs["has_weight"] else None
-        create_graph = is_grad_enabled()
-        with enable_grad():
-            args = [_fresh(t) for t in ([dy, x] + ([weight] if weight is not None else []))]
-            outs = composed_backward(*args, groups=self.attrs["groups"], eps=self.attrs["eps"],
-                                     has_bias=self.attrs["has_bias"])
-            pairs = [(o, g) for o, g in zip(outs, gg) if o is not None and g is not None and o.requires_grad]
-            from tinygrad_bn.autograd import grad
-            return grad([o for o, _ in pairs], args, [g for _, g in pairs],
-                        create_graph=create_graph, allow_unused=True)
+        return vjp_of_composed(self, composed_backward, gg, groups=self.attrs["groups"],
+                               eps=self.attrs["eps"], has_bias=self.attrs["has_bias"])
 
 
 def _composed_whitening(x, groups, eps):

@@ -39,10 +39,9 @@ backward is the VJP of the shared kernel's composed backward applied block by bl
 import math
 
 from tinygrad_bn.autograd.function import Function
-from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      update_running_stats)
-from tinygrad_bn.norms._meanvar import _fresh, _stats, composed_backward
+from tinygrad_bn.norms._meanvar import _stats, composed_backward, gradients_per_input, vjp_of_composed
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm, batch_norm
 
 REMAINDER_RULES = ("auto", "separate", "merge")
@@ -135,15 +134,7 @@ class GhostNormalize(Function):
             *inputs, chunk_mean=self.saved_array("chunk_mean"),
             chunk_invstd=self.saved_array("chunk_invstd"), blocks=self.attrs["blocks"],
             eps=self.attrs["eps"], has_weight=has_weight, has_bias=has_bias))
-        dx = grads.pop(0)
-        out = [dx if self.needs_input_grad[0] else None]
-        if has_weight:
-            dw = grads.pop(0)
-            out.append(dw if self.needs_input_grad[1] else None)
-        if has_bias:
-            db = grads.pop(0)
-            out.append(db if self.needs_input_grad[-1] else None)
-        return tuple(out)
+        return gradients_per_input(self, grads)
 
 
 class GhostNormalizeBackward(Function):
@@ -185,17 +176,8 @@ class GhostNormalizeBackward(Function):
 
     def backward(self, *gg):
         """VJP of the composed (primitive-op) backward: second derivatives to any order."""
-        dy, x = self.saved("dy", "x")
-        weight = self.saved("weight") if self.attrs["has_weight"] else None
-        create_graph = is_grad_enabled()
-        with enable_grad():
-            args = [_fresh(t) for t in ([dy, x] + ([weight] if weight is not None else []))]
-            outs = composed_ghost_backward(*args, blocks=self.attrs["blocks"], eps=self.attrs["eps"],
-                                           has_bias=self.attrs["has_bias"])
-            pairs = [(o, g) for o, g in zip(outs, gg) if o is not None and o.requires_grad]
-            from tinygrad_bn.autograd import grad
-            return grad([o for o, _ in pairs], args, [g for _, g in pairs],
-                        create_graph=create_graph, allow_unused=True)
+        return vjp_of_composed(self, composed_ghost_backward, gg, blocks=self.attrs["blocks"],
+                               eps=self.attrs["eps"], has_bias=self.attrs["has_bias"])
 
 
 def composed_ghost_backward(dy, x, weight=None, *, blocks, eps, has_bias=True):

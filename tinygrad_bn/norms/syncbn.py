@@ -34,10 +34,9 @@ the gradients), so it works across ranks, provided every rank runs the same doub
 import math
 
 from tinygrad_bn.autograd.function import Function
-from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
 from tinygrad_bn.distributed.comm import Communicator, get_default_communicator
 from tinygrad_bn.norms._base import NormSpec, check_batch_norm_args
-from tinygrad_bn.norms._meanvar import _fresh, _stats
+from tinygrad_bn.norms._meanvar import _stats, gradients_per_input, vjp_of_composed
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 
@@ -123,15 +122,7 @@ class SyncBatchNormFunction(Function):
             *inputs, mean=self.saved_array("mean"), invstd=self.saved_array("invstd"),
             total=self.total, comm=self.attrs["comm"], eps=self.attrs["eps"],
             input_grad=self.needs_input_grad[0], has_weight=has_weight, has_bias=has_bias))
-        dx = grads.pop(0)
-        out = [dx if self.needs_input_grad[0] else None]
-        if has_weight:
-            dw = grads.pop(0)
-            out.append(dw if self.needs_input_grad[1] else None)
-        if has_bias:
-            db = grads.pop(0)
-            out.append(db if self.needs_input_grad[-1] else None)
-        return tuple(out)
+        return gradients_per_input(self, grads)
 
 
 class SyncBatchNormGrad(Function):
@@ -172,19 +163,9 @@ class SyncBatchNormGrad(Function):
 
     def backward(self, *gg):
         """VJP of the composed backward; its all_reduces meet the other ranks' in the same order."""
-        has_weight = self.attrs["has_weight"]
-        dy, x = self.saved("dy", "x")
-        weight = self.saved("weight") if has_weight else None
-        create_graph = is_grad_enabled()
-        with enable_grad():
-            args = [_fresh(t) for t in ([dy, x] + ([weight] if weight is not None else []))]
-            outs = composed_sync_backward(*args, comm=self.attrs["comm"], eps=self.attrs["eps"],
-                                          total=self.attrs["total"], input_grad=self.attrs["input_grad"],
-                                          has_bias=self.attrs["has_bias"])
-            pairs = [(o, g) for o, g in zip(outs, gg) if o is not None and o.requires_grad]
-            from tinygrad_bn.autograd import grad
-            return grad([o for o, _ in pairs], args, [g for _, g in pairs],
-                        create_graph=create_graph, allow_unused=True)
+        return vjp_of_composed(self, composed_sync_backward, gg, comm=self.attrs["comm"],
+                               eps=self.attrs["eps"], total=self.attrs["total"],
+                               input_grad=self.attrs["input_grad"], has_bias=self.attrs["has_bias"])
 
 
 class AllReduce(Function):
