@@ -241,6 +241,19 @@ def check_device(device):
     return dev
 
 
+def start_run(args, defaults, default_out):
+    """Check the options, join the MPI job with --distributed, and create --out (or
+    default_out(args)) on rank 0. Returns (communicator or None, log): log prints on rank 0 only."""
+    validate(args, defaults)
+    comm = setup_distributed(args)
+    args.out = args.out or default_out(args)
+    if args.main:
+        prepare_out(args.out, args.resume)
+    if comm is not None:
+        comm.barrier()  # the folder exists before any rank reads a checkpoint from it
+    return comm, (print if args.main else (lambda *a, **k: None))
+
+
 def prepare_out(out, resume):
     """Create the results folder and prove it is writable (one-line error otherwise)."""
     if resume and not os.path.isfile(os.path.join(out, CHECKPOINT)):

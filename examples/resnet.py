@@ -181,14 +181,7 @@ def side_by_side(images, path):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    C.validate(args, DEFAULTS)
-    comm = C.setup_distributed(args)
-    args.out = args.out or default_out(args)
-    if args.main:
-        C.prepare_out(args.out, args.resume)
-    if comm is not None:
-        comm.barrier()  # the folder exists before any rank reads a checkpoint from it
-    log = print if args.main else (lambda *a, **k: None)
+    comm, log = C.start_run(args, DEFAULTS, default_out)
     wall = time.perf_counter()
 
     train, test = C.load_data(args)

@@ -74,14 +74,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.epochs = EPOCHS[args.model] if args.epochs is None else args.epochs
     args.lr = LR[args.optimizer] if args.lr is None else args.lr
-    C.validate(args, DEFAULTS)
-    comm = C.setup_distributed(args)
-    args.out = args.out or f"results/train-{variant_name(args)}-{args.dataset}"
-    if args.main:
-        C.prepare_out(args.out, args.resume)
-    if comm is not None:
-        comm.barrier()  # the folder exists before any rank reads a checkpoint from it
-    log = print if args.main else (lambda *a, **k: None)
+    comm, log = C.start_run(args, DEFAULTS, lambda a: f"results/train-{variant_name(a)}-{a.dataset}")
     wall = time.perf_counter()
 
     train, test = C.load_data(args)
