@@ -50,6 +50,17 @@ def check_normalized_shape(normalized_shape, op):
     return shape
 
 
+def module_normalized_shape(normalized_shape, name):
+    """A module's normalized_shape: an int means (int,) (the functional forms refuse it, as
+    PyTorch's do), then the functional's checks, and no size may be negative."""
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (normalized_shape,)
+    shape = check_normalized_shape(tuple(normalized_shape), name)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{name}: normalized_shape must not be negative, got {list(shape)}")
+    return shape
+
+
 def check_param_shape(name, param, normalized_shape):
     if param is not None and tuple(param.shape) != normalized_shape:
         raise RuntimeError(f"Expected {name} to be of same shape as normalized_shape, but got {name} "
@@ -96,12 +107,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
                  dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = check_normalized_shape(tuple(normalized_shape), "LayerNorm")
-        if any(n < 0 for n in self.normalized_shape):
-            raise ValueError(f"LayerNorm: normalized_shape must not be negative, got "
-                             f"{list(self.normalized_shape)}")
+        self.normalized_shape = module_normalized_shape(normalized_shape, "LayerNorm")
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         register_affine(self, self.normalized_shape, elementwise_affine, bias, device=device,

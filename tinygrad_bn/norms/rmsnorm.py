@@ -20,7 +20,6 @@ Training and eval are identical. The graph node is the shared kernel (norms/_mea
 center=False on the view (prod(leading dims), D), named RMSNormBackward. It saves x, the
 per-sample r (as invstd) and w.
 """
-import numbers
 
 import numpy as np
 
@@ -31,8 +30,8 @@ from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
 from tinygrad_bn.norms._base import NormSpec
 from tinygrad_bn.norms._meanvar import normalize
-from tinygrad_bn.norms.layernorm import (check_normalized_shape, check_param_shape, shape_list,
-                                         trailing_geometry)
+from tinygrad_bn.norms.layernorm import (check_normalized_shape, check_param_shape,
+                                         module_normalized_shape, shape_list, trailing_geometry)
 
 
 def default_eps(dtype):
@@ -71,12 +70,7 @@ class RMSNorm(Module):
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = check_normalized_shape(tuple(normalized_shape), "RMSNorm")
-        if any(n < 0 for n in self.normalized_shape):
-            raise ValueError(f"RMSNorm: normalized_shape must not be negative, got "
-                             f"{list(self.normalized_shape)}")
+        self.normalized_shape = module_normalized_shape(normalized_shape, "RMSNorm")
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
