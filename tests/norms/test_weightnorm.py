@@ -169,3 +169,16 @@ def test_old_api_matches_torch(dim):
     assert_close(ours.weight, theirs.weight, atol=1e-12, rtol=1e-10)
     with pytest.raises(ValueError, match="weight_norm of 'weight' not found in"):
         remove_weight_norm(ours)
+
+
+def test_removing_an_old_api_reparametrization_that_is_not_there_is_an_error():
+    from tinygrad_bn.norms.spectralnorm import remove_spectral_norm, spectral_norm as old_spectral_norm
+    layer = nn.Linear(3, 2)
+    for remove, api in ((remove_weight_norm, "weight_norm"), (remove_spectral_norm, "spectral_norm")):
+        with pytest.raises(ValueError, match=f"{api} of 'weight' not found in Linear"):
+            remove(layer)
+    with pytest.warns(FutureWarning):
+        old_weight_norm(layer)
+    assert remove_weight_norm(layer) is layer and "weight" in dict(layer.named_parameters())
+    old_spectral_norm(layer)
+    assert remove_spectral_norm(layer) is layer and "weight" in dict(layer.named_parameters())

@@ -60,6 +60,17 @@ def reset_affine(module):
             module.bias.zero_()
 
 
+def remove_reparametrization_hook(module, name, hook_class, api):
+    """Undo an old-API reparametrization (weight_norm, spectral_norm): find the module's forward
+    pre-hook of `hook_class` for `name`, let it restore the plain Parameter, and drop it."""
+    for key, hook in module._forward_pre_hooks.items():
+        if isinstance(hook, hook_class) and hook.name == name:
+            hook.remove(module)
+            del module._forward_pre_hooks[key]
+            return module
+    raise ValueError(f"{api} of '{name}' not found in {module}")
+
+
 def format_float(value):
     """A float the way PyTorch's C++ messages print it (0, 1e-05, -0.1)."""
     return f"{value:g}"

@@ -33,7 +33,7 @@ from tinygrad_bn import backend, creation
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec
+from tinygrad_bn.norms._base import NormSpec, remove_reparametrization_hook
 from tinygrad_bn.tensor import Tensor
 
 
@@ -225,12 +225,7 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
 def remove_spectral_norm(module, name="weight"):
     """Undo the old spectral_norm: <name> becomes a Parameter holding W/sigma (no iteration)."""
-    for key, hook in module._forward_pre_hooks.items():
-        if isinstance(hook, SpectralNormHook) and hook.name == name:
-            hook.remove(module)
-            del module._forward_pre_hooks[key]
-            return module
-    raise ValueError(f"spectral_norm of '{name}' not found in {module}")
+    return remove_reparametrization_hook(module, name, SpectralNormHook, "spectral_norm")
 
 
 # ---- registry entries (tests/norms/test_matrix.py runs each) --------------------------------

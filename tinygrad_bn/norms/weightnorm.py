@@ -31,7 +31,7 @@ from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec
+from tinygrad_bn.norms._base import NormSpec, remove_reparametrization_hook
 from tinygrad_bn.tensor import Tensor
 
 
@@ -178,12 +178,7 @@ def weight_norm(module, name="weight", dim=0):
 
 def remove_weight_norm(module, name="weight"):
     """Undo the old weight_norm: <name> becomes a Parameter again, holding g v/||v||."""
-    for key, hook in module._forward_pre_hooks.items():
-        if isinstance(hook, WeightNormHook) and hook.name == name:
-            hook.remove(module)
-            del module._forward_pre_hooks[key]
-            return module
-    raise ValueError(f"weight_norm of '{name}' not found in {module}")
+    return remove_reparametrization_hook(module, name, WeightNormHook, "weight_norm")
 
 
 # ---- registry entries (tests/norms/test_matrix.py runs each) --------------------------------
