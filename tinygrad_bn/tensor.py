@@ -201,12 +201,6 @@ class Tensor:
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
 
     # ---- autograd ----------------------------------------------------------------------------
-    def _edge(self):
-        """Where a gradient for this tensor goes: its producing node, the leaf itself, or nowhere."""
-        if self.grad_fn is not None:
-            return (self.grad_fn, self._output_index)
-        return (None, self) if self.requires_grad else None
-
     def requires_grad_(self, requires_grad=True):
         if self.grad_fn is not None and not requires_grad:
             raise RuntimeError("requires_grad_: you can only change requires_grad flags of leaf "

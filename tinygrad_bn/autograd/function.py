@@ -187,7 +187,7 @@ class Function:
         results = (result,) if single else result
         ctx.seq = next(_sequence)
         ctx._input_arrays = ()
-        # per input: its producing node, the leaf itself, or nothing (Tensor._edge, inlined: hot)
+        # per input, where its gradient goes: its producing node, the leaf itself, or nowhere
         ctx.next_edges = tuple((t.grad_fn, t._output_index) if t.grad_fn is not None
                                else ((None, t) if t.requires_grad else None) for t in inputs)
         ctx.input_meta = tuple([(a.shape, a.dtype) for a in arrays])
