@@ -29,6 +29,7 @@ ops. That composed version is also the test oracle for the fused one.
 from tinygrad_bn import cuda_kernels
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
+from tinygrad_bn.norms._aligned import aligned_backward, aligned_forward, is_aligned, row_blocks
 from tinygrad_bn.ops._helpers import sum_to_shape
 from tinygrad_bn.tensor import Tensor
 
@@ -56,39 +57,6 @@ def _sum_of_products(xp, a, b, axes):
     return out.reshape([1 if i in axes else n for i, n in enumerate(a.shape)])
 
 
-def _reduce_to(stat, param_group_shape):
-    """Sum a per-group statistic over the axes the parameter does not vary along."""
-    axes = tuple(i for i, n in enumerate(param_group_shape) if n == 1 and stat.shape[i] != 1)
-    return stat.sum(axis=axes, keepdims=True) if axes else stat
-
-
-_CHUNK_ELEMENTS = 1 << 18  # ~1 MiB of float32: temporaries this small stay in cache and in the heap
-
-
-def _add_scaled_in_chunks(out, x, scale):
-    """out += x * scale, in slices along axis 0 so that no full-size temporary is allocated.
-
-    (A fresh full-size array costs more than the arithmetic: its first touch page-faults.)"""
-    step = max(1, _CHUNK_ELEMENTS // max(1, x[0].size if x.shape[0] else 1))
-    for start in range(0, x.shape[0], step):
-        rows = slice(start, start + step)
-        out[rows] += x[rows] * (scale if scale.shape[0] == 1 else scale[rows])
-    return out
-
-
-def _aligned(param_group_shape, axes, center):
-    """The per-group fast path applies when w, b are constant along some reduced axis, so that
-    sums over it can be taken once: BN and IN (constant within the whole group), GN (constant
-    within each channel's spatial block). LN and RMSNorm vary along every reduced axis."""
-    return param_group_shape is not None and center and any(param_group_shape[a] == 1 for a in axes)
-
-
-def _row_blocks(xg):
-    """Slices of axis 0 of the grouped view holding about _CHUNK_ELEMENTS values each."""
-    step = max(1, _CHUNK_ELEMENTS // max(1, xg[0].size if xg.shape[0] else 1))
-    return [slice(start, start + step) for start in range(0, xg.shape[0], step)]
-
-
 def _blocked_forward(xp, xg, weight, bias, pview, axes, center, eps, mean=None, invstd=None):
     """y, mean, invstd for parameters that vary within a group (LN, GN, RMSNorm), computed in
     row blocks written straight into one output buffer: no full-size temporaries."""
@@ -100,7 +68,7 @@ def _blocked_forward(xp, xg, weight, bias, pview, axes, center, eps, mean=None, 
         invstd, var_all = xp.empty(stat_shape, dtype=xg.dtype), xp.empty(stat_shape, dtype=xg.dtype)
     w = weight.reshape(pview) if weight is not None else None
     b = bias.reshape(pview) if bias is not None else None
-    for rows in _row_blocks(xg):
+    for rows in row_blocks(xg):
         xb, yb = xg[rows], y[rows]
         if center:
             if not fixed:
@@ -142,39 +110,17 @@ class Normalize(Function):
         batch_mean = batch_var = xp.empty(0, dtype=x.dtype)
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
-        if param_group_shape is not None and not _aligned(param_group_shape, axes, center):
-            y, mean, invstd, var = _blocked_forward(xp, xg, weight, bias, param_group_shape, axes,
-                                                    center, eps, mean, invstd)
+        if param_group_shape is not None:
+            if is_aligned(param_group_shape, axes, center, len(group_shape)):
+                # BN, IN, GN: w and b are constant along the spatial axis (norms/_aligned.py)
+                y, mean, invstd, var = aligned_forward(xp, xg, weight, bias, param_group_shape,
+                                                       axes, eps, mean, invstd)
+            else:  # LN, RMSNorm: w and b vary within each statistics group
+                y, mean, invstd, var = _blocked_forward(xp, xg, weight, bias, param_group_shape,
+                                                        axes, center, eps, mean, invstd)
             if var is not None:
                 batch_var = var
                 batch_mean = mean if mean is not None else batch_mean
-            self.save_for_backward(x=x, mean=mean, invstd=invstd, **({"weight": weight} if weight is not None else {}))
-            self.mark_non_differentiable(batch_mean, batch_var)
-            return y.reshape(x.shape), batch_mean, batch_var
-        if param_group_shape is not None:
-            # Fast path (BatchNorm, InstanceNorm): w and b are constant within each statistics
-            # group, so y = (x - mu) * (invstd * w) + b needs one new buffer and two in-place passes.
-            fused = cuda_kernels.available_for(xp)  # one kernel per step on CuPy
-            if invstd is None:
-                mean = xg.mean(axis=axes, keepdims=True)
-                count = max(xg.size // mean.size if mean.size else 0, 1)
-                if fused:
-                    batch_var = cuda_kernels.centred_square_sum(xg, mean, axes) / count
-                else:
-                    y = xg - mean
-                    batch_var = _sum_of_products(xp, y, y, axes) / count
-                invstd = (1.0 / xp.sqrt(batch_var + eps)).astype(x.dtype, copy=False)
-                batch_mean = mean
-            elif not fused:
-                y = xg - mean
-            scale = invstd * weight.reshape(param_group_shape) if weight is not None else invstd
-            if fused:
-                shift = bias.reshape(param_group_shape) if bias is not None else xp.zeros_like(scale)
-                y = cuda_kernels.normalize_affine(xg, mean, scale, shift)
-            else:
-                y *= scale
-                if bias is not None:
-                    y += bias.reshape(param_group_shape)
             self.save_for_backward(x=x, mean=mean, invstd=invstd, **({"weight": weight} if weight is not None else {}))
             self.mark_non_differentiable(batch_mean, batch_var)
             return y.reshape(x.shape), batch_mean, batch_var
@@ -225,7 +171,7 @@ class NormalizeBackward(Function):
         weight = maybe_weight[0] if has_weight else None
         self.save_for_backward(dy=dy, x=x, **({"weight": weight} if weight is not None else {}))
         if param_group_shape is not None:
-            fast = self._aligned if _aligned(param_group_shape, axes, center) else self._blocked
+            fast = self._aligned if is_aligned(param_group_shape, axes, center, len(group_shape)) else self._blocked
             grads = fast(dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
                          param_group_shape, center, has_bias)
             if has_bias:  # db in the composed version's shape, which double backward relies on
@@ -255,43 +201,15 @@ class NormalizeBackward(Function):
 
     def _aligned(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
                  param_group_shape, center, has_bias):
-        """Fast path when w is constant along some reduced axes ("const"; BN, IN: all of them; GN:
-        the spatial one) and varies along the others ("vary"; GN: the channels of a group).
-
-        With S1 = sum_const(dy), S2 = sum_const(dy (x - mu)) and M values per statistics group:
-            A = sum_vary(w S1) / M = mean(g_hat),   B = invstd sum_vary(w S2) / M = mean(g_hat x_hat)
-            dx = a dy + b x + c,  a = w invstd,  b = -invstd^2 B,  c = -invstd A + invstd^2 B mu
-            dw = sum(invstd S2),  db = sum(S1)   (over the axes w does not vary along)
-        which needs one new full-size buffer (dx) and no full-size temporaries. For BN this is
-        b = -w invstd^3 S2 / M and c = -a S1 / M - b mu."""
-        xp = self.xp
-        xg, dyg = x.reshape(group_shape), dy.reshape(group_shape)
-        const = tuple(ax for ax in axes if param_group_shape[ax] == 1)
-        vary = tuple(ax for ax in axes if param_group_shape[ax] != 1)
-        w = weight.reshape(param_group_shape) if weight is not None else None
-        s1 = dyg.sum(axis=const, keepdims=True)
-        s2 = _sum_of_products(xp, dyg, xg, const) - mean * s1           # sum dy (x - mu)
-        a = invstd * w if w is not None else invstd
-        if fixed_stats:
-            dx = dyg * a                                                # the one new buffer
-        else:
-            count = xg.size // invstd.size
-            ws1, ws2 = (s1 * w, s2 * w) if w is not None else (s1, s2)
-            mean_g_hat = ws1.sum(axis=vary, keepdims=True) / count if vary else ws1 / count
-            mean_g_hat_x_hat = invstd * (ws2.sum(axis=vary, keepdims=True) if vary else ws2) / count
-            b = -invstd * invstd * mean_g_hat_x_hat
-            c = -invstd * mean_g_hat - b * mean
-            if cuda_kernels.available_for(xp):
-                dx = cuda_kernels.affine3(dyg, xg, a, b, c)
-            else:
-                dx = dyg * a                                            # the one new buffer
-                dx += c
-                _add_scaled_in_chunks(dx, xg, b)
+        """Fast path when w is constant along the spatial axis (BN, IN, GN): dx = a dy + b (x - mu) + c
+        with per-group a, b, c, block by block (norms/_aligned.py has the derivation)."""
+        dx, (dw, db) = aligned_backward(self.xp, dy.reshape(group_shape), x.reshape(group_shape),
+                                        weight, mean, invstd, fixed_stats, param_group_shape, axes)
         grads = [dx.reshape(x.shape)]
         if weight is not None:
-            grads.append(_reduce_to(invstd * s2, param_group_shape).reshape(weight.shape))
+            grads.append(dw.reshape(weight.shape))
         if has_bias:
-            grads.append(_reduce_to(s1, param_group_shape).reshape(-1))
+            grads.append(db.reshape(-1))
         return tuple(grads)
 
     def _blocked(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes, pview, center,
@@ -305,7 +223,7 @@ class NormalizeBackward(Function):
         summed = tuple(i for i, n in enumerate(pview) if n == 1)
         dw = xp.zeros(pview, dtype=x.dtype) if weight is not None else None
         db = xp.zeros(pview, dtype=x.dtype) if has_bias else None
-        for rows in _row_blocks(xg):
+        for rows in row_blocks(xg):
             xb, dyb, dxb, inv = xg[rows], dyg[rows], dx[rows], invstd[rows]
             x_hat = xb - mean[rows] if center else xb.copy()
             x_hat *= inv

@@ -1,0 +1,115 @@
+"""The blocked per-group kernels (tinygrad_bn/norms/_aligned.py) behind BatchNorm, InstanceNorm and
+GroupNorm, on inputs large enough to span several blocks (with a short last block), with and
+without the expanded shared coefficients (8 samples or more), against a float64 NumPy reference
+written from the formulas. The shared matrix uses small inputs that fit in one block."""
+import numpy as np
+import pytest
+
+import tinygrad_bn as tg
+from tinygrad_bn.norms import _aligned
+from tests.helpers import assert_close
+
+
+def reference(x, dy, w, b, group_shape, axes, param_view, fixed=None, eps=1e-5):
+    """y, dx, dw, db in float64 from the textbook formulas; `fixed` = (mean, var) for eval."""
+    x, dy = x.astype(np.float64).reshape(group_shape), dy.astype(np.float64).reshape(group_shape)
+    w = np.ones(param_view) if w is None else w.astype(np.float64).reshape(param_view)
+    mean, var = fixed if fixed is not None else (x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True))
+    invstd = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    y = x_hat * w + (0 if b is None else b.astype(np.float64).reshape(param_view))
+    g = dy * w
+    if fixed is not None:
+        dx = g * invstd
+    else:
+        dx = invstd * (g - g.mean(axis=axes, keepdims=True) - x_hat * (g * x_hat).mean(axis=axes, keepdims=True))
+    summed = tuple(i for i, n in enumerate(param_view) if n == 1)
+    return y, dx, (dy * x_hat).sum(axis=summed), dy.sum(axis=summed)
+
+
+def blocks_of(shape):
+    return len(_aligned.row_blocks(np.empty(shape[:1] + (int(np.prod(shape[1:])),))))
+
+
+CASES = {  # name: (layer, input shape, grouped view, reduced axes, parameters' grouped view)
+    "BatchNorm2d, expanded coefficients": (lambda: tg.nn.BatchNorm2d(3), (20, 3, 100, 100),
+                                           (20, 3, 10000), (0, 2), (1, 3, 1)),
+    "BatchNorm2d, few samples": (lambda: tg.nn.BatchNorm2d(2), (5, 2, 200, 200),
+                                 (5, 2, 40000), (0, 2), (1, 2, 1)),
+    "GroupNorm(3, 6)": (lambda: tg.nn.GroupNorm(3, 6), (20, 6, 50, 60),
+                        (20, 3, 2, 3000), (2, 3), (1, 3, 2, 1)),
+    "InstanceNorm2d(affine)": (lambda: tg.nn.InstanceNorm2d(4, affine=True), (12, 4, 120, 120),
+                               (12, 4, 14400), (2,), (1, 4, 1)),
+}
+
+
+@pytest.mark.parametrize("dtype,atol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+@pytest.mark.parametrize("name", list(CASES))
+def test_training_matches_the_formulas_across_blocks(name, dtype, atol):
+    make, shape, group_shape, axes, param_view = CASES[name]
+    assert blocks_of(shape) >= 2, "the case must span several blocks"
+    rng = np.random.default_rng(0)
+    layer = make().to(tg.float64 if dtype == np.float64 else tg.float32)
+    with tg.no_grad():
+        layer.weight.copy_(tg.tensor(rng.uniform(0.5, 1.5, layer.weight.shape).astype(dtype)))
+        layer.bias.copy_(tg.tensor(rng.standard_normal(layer.bias.shape).astype(dtype)))
+    x_np = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    dy_np = rng.standard_normal(shape).astype(dtype)
+    x = tg.tensor(x_np, requires_grad=True)
+    y = layer(x)
+    y.backward(tg.tensor(dy_np))
+    y_ref, dx_ref, dw_ref, db_ref = reference(x_np, dy_np, layer.weight.detach().numpy(), layer.bias.detach().numpy(),
+                                              group_shape, axes, param_view)
+    assert_close(y, y_ref.reshape(shape), atol=atol, what=f"{name}: y")
+    assert_close(x.grad, dx_ref.reshape(shape), atol=atol, what=f"{name}: dx")
+    assert_close(layer.weight.grad, dw_ref.reshape(-1), atol=atol * 300, what=f"{name}: dw")
+    assert_close(layer.bias.grad, db_ref.reshape(-1), atol=atol * 300, what=f"{name}: db")
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: tg.nn.BatchNorm2d(3), (20, 3, 100, 100)),
+                                        (lambda: tg.nn.BatchNorm2d(2), (5, 2, 200, 200)),
+                                        (lambda: tg.nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+                                         (12, 4, 120, 120))])
+def test_eval_with_running_statistics_across_blocks(make, shape):
+    rng = np.random.default_rng(1)
+    layer = make().double()
+    c = shape[1]
+    with tg.no_grad():
+        layer.running_mean.copy_(tg.tensor(rng.standard_normal(c)))
+        layer.running_var.copy_(tg.tensor(rng.uniform(0.5, 2.0, c)))
+        layer.weight.copy_(tg.tensor(rng.uniform(0.5, 1.5, c)))
+    layer.eval()
+    x_np, dy_np = rng.standard_normal(shape), rng.standard_normal(shape)
+    x = tg.tensor(x_np, requires_grad=True)
+    layer(x).backward(tg.tensor(dy_np))
+    fixed = (layer.running_mean.numpy().reshape(1, c, 1), layer.running_var.numpy().reshape(1, c, 1))
+    y_ref, dx_ref, dw_ref, db_ref = reference(x_np, dy_np, layer.weight.detach().numpy(), layer.bias.detach().numpy(),
+                                              (shape[0], c, -1), (0, 2), (1, c, 1), fixed=fixed)
+    assert_close(layer(tg.tensor(x_np)), y_ref.reshape(shape), atol=1e-10, what="eval y")
+    assert_close(x.grad, dx_ref.reshape(shape), atol=1e-10, what="eval dx")
+    assert_close(layer.weight.grad, dw_ref.reshape(-1), atol=1e-8, what="eval dw")
+    assert_close(layer.bias.grad, db_ref.reshape(-1), atol=1e-8, what="eval db")
+
+
+def test_float32_statistics_keep_precision_with_a_large_mean():
+    """The pooled statistics sum x - K for a shift K near the mean, so a mean of 1e4 and a
+    standard deviation of 1 leave the float32 variance accurate (a plain E[x^2] - E[x]^2 in
+    float32 would lose every digit)."""
+    rng = np.random.default_rng(2)
+    x_np = (rng.standard_normal((16, 3, 64, 64)) + 1e4).astype(np.float32)
+    bn = tg.nn.BatchNorm2d(3, momentum=1.0)
+    bn(tg.tensor(x_np))
+    x64 = x_np.astype(np.float64)
+    n = x64.size // 3
+    assert_close(bn.running_mean, x64.mean(axis=(0, 2, 3)), atol=1e-3, rtol=0, what="running mean")
+    assert_close(bn.running_var, x64.var(axis=(0, 2, 3)) * n / (n - 1), atol=1e-4, rtol=1e-4,
+                 what="running (unbiased) variance")
+
+
+def test_float16_input_sums_in_float32():
+    """Rows of float16 are summed in float32: 4096 values of 60 would overflow float16."""
+    x_np = np.full((2, 2, 64, 64), 60.0, dtype=np.float16)
+    x_np[:, :, 0, 0] = 58.0
+    y = tg.nn.functional.batch_norm(tg.tensor(x_np), None, None, training=True)
+    assert np.isfinite(y.numpy()).all()
+    assert y.dtype == tg.float16

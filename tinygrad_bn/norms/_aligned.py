@@ -1,0 +1,232 @@
+"""Array kernels for the per-group fast path of the shared normalizer node (norms/_meanvar.py):
+BatchNorm, InstanceNorm and GroupNorm.
+
+What "aligned" means: in the grouped view x_g of shape (N, ..., L), the last axis L (the spatial
+positions) is reduced, and w and b are constant along it and along every other reduced axis but
+GroupNorm's channels-in-a-group. The formulas are the module docstring's of _meanvar.py:
+
+    forward:   y  = (x - mu) * scale + w_bias,     scale = invstd * w
+    backward:  S1 = sum(dy),  S2 = sum(dy (x - mu))          over the axes w is constant along
+               A = sum_vary(w S1) / M = mean(g_hat),   B = invstd sum_vary(w S2) / M = mean(g_hat x_hat)
+               dx = a dy + b (x - mu) + c,   a = w invstd,  b = -invstd^2 B,  c = -invstd A
+               dw = sum(invstd S2),  db = sum(S1)
+    (with fixed statistics, BatchNorm eval: dx = a dy)
+
+Why the code looks the way it does (all of it is about NumPy, which runs one pass over memory per
+operation):
+  - It works in blocks of samples of about 1 MiB (`row_blocks`). Each block of x and dy is read from
+    memory once per pass; temporaries are one block long and stay in the cache.
+  - An operation that broadcasts a per-row value, x * scale with scale of shape (1, C, 1), runs
+    NumPy's inner loop once per row of L values and costs about twice a contiguous one. When a
+    coefficient is the same for every sample (BatchNorm) it is expanded once to one sample's shape
+    (1, C, L), and every per-element operation is contiguous (`_shared_or_per_block`).
+  - Sums run over each row of L values in the array's dtype (NumPy's pairwise sum, einsum's dot)
+    and the row sums are added in float64, so long reductions keep their precision.
+  - x - mu is formed before it is scaled (never x * b + (c - b mu)), so a large mean does not cancel.
+
+On CuPy the same formulas run as fused elementwise and reduction kernels (tinygrad_bn/cuda_kernels.py).
+"""
+import math
+
+from tinygrad_bn import cuda_kernels
+
+CHUNK_ELEMENTS = 1 << 18  # ~1 MiB of float32 per block: it and its temporaries stay in the cache
+_EXPAND_MIN_SAMPLES = 8   # expand shared coefficients only when a copy costs <= 1/8 of x
+
+
+def row_blocks(xg):
+    """Slices of axis 0 of the grouped view holding about CHUNK_ELEMENTS values each."""
+    per_sample = max(1, math.prod(xg.shape[1:]))
+    step = max(1, CHUNK_ELEMENTS // per_sample)
+    return [slice(start, start + step) for start in range(0, xg.shape[0], step)]
+
+
+def is_aligned(param_group_shape, axes, center, ndim):
+    """True when the fast path applies: centred statistics over axes that include the last one,
+    with the parameters constant along it (BN, IN, GN; not LN or RMSNorm)."""
+    return (param_group_shape is not None and center and (ndim - 1) in axes
+            and param_group_shape[-1] == 1)
+
+
+def _sums(xp, block, axes, other=None):
+    """sum(block) or sum(block * other) over `axes` (which include the last), kept dims, float64.
+
+    Each row of the last axis is summed in the array's dtype (einsum and vecdot: the fastest
+    NumPy reductions), the rows in float64."""
+    if block.dtype == xp.float16:  # float16 rows would overflow
+        block, other = block.astype(xp.float32), (None if other is None else other.astype(xp.float32))
+    letters = "abcdefghijklmnop"[:block.ndim]
+    rows = xp.einsum(f"{letters}->{letters[:-1]}", block) if other is None else xp.vecdot(block, other)
+    rest = tuple(a for a in axes if a != block.ndim - 1)
+    total = rows.sum(axis=rest, keepdims=True, dtype=xp.float64) if rest else rows.astype(xp.float64)
+    return total[..., None]
+
+
+def _expand_shared(xp, coefficient, shape):
+    """A per-group coefficient that is the same for every sample (first axis 1; BatchNorm) expanded
+    once to one sample's shape, so that operations with it run contiguously; others as they are."""
+    if coefficient.shape[0] == 1 and shape[0] >= _EXPAND_MIN_SAMPLES:
+        return xp.ascontiguousarray(xp.broadcast_to(coefficient, (1,) + tuple(shape[1:])))
+    return coefficient
+
+
+def _rows_of(coefficient, rows):
+    """The block's rows of a per-sample coefficient; a shared one is used whole."""
+    return coefficient if coefficient.shape[0] == 1 else coefficient[rows]
+
+
+def _pooled_statistics(xp, xg, axes, blocks, scratch):
+    """Mean and biased variance (float64, kept dims) pooled over the samples (BatchNorm), in one
+    pass over x: sums of x - K and (x - K)^2 for a per-group shift K, the first block's mean.
+    mean = K + mean(x - K) and var = mean((x - K)^2) - mean(x - K)^2 are exact algebra, and with K
+    close to the mean nothing cancels ("shifted data" variance; Chan, Golub & LeVeque 1983)."""
+    count = math.prod(xg.shape[a] for a in axes)
+    first = xg[blocks[0]]
+    shift = (_sums(xp, first, axes) / (count // xg.shape[0] * first.shape[0])).astype(xg.dtype)
+    expanded_shift = _expand_shared(xp, shift, xg.shape)
+    total = total_sq = 0.0
+    for rows in blocks:
+        block = xg[rows]
+        centred = xp.subtract(block, expanded_shift, out=scratch[:len(block)])
+        total = total + _sums(xp, centred, axes)
+        total_sq = total_sq + _sums(xp, centred, axes, centred)
+    mean_shifted = total / count
+    return shift + mean_shifted, xp.maximum(total_sq / count - mean_shifted * mean_shifted, 0.0)
+
+
+def _sample_statistics(xp, block, axes, scratch):
+    """Mean and biased variance (float64, kept dims) of each sample of a block (InstanceNorm,
+    GroupNorm), and the block minus its means (in scratch), all while the block is in the cache."""
+    count = math.prod(block.shape[a] for a in axes)
+    mean = _sums(xp, block, axes) / count
+    centred = xp.subtract(block, mean.astype(block.dtype), out=scratch[:len(block)])
+    return mean, _sums(xp, centred, axes, centred) / count
+
+
+def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=None, invstd=None):
+    """y, mean, invstd (x's dtype) and the batch variance (None when mean/invstd were given).
+
+    BatchNorm: one pass for the statistics, one for y. Per-sample statistics (IN, GN): one pass,
+    each block's statistics and then its y."""
+    var = None
+    w = weight.reshape(param_group_shape) if weight is not None else None
+    if cuda_kernels.available_for(xp):
+        if invstd is None:
+            mean = xg.mean(axis=axes, keepdims=True)
+            var = cuda_kernels.centred_square_sum(xg, mean, axes) / max(xg.size // mean.size, 1)
+            invstd = (1.0 / xp.sqrt(var + eps)).astype(xg.dtype, copy=False)
+        scale = invstd * w if w is not None else invstd
+        shift = bias.reshape(param_group_shape) if bias is not None else xp.zeros_like(scale)
+        return cuda_kernels.normalize_affine(xg, mean, scale, shift), mean, invstd, var
+    blocks = row_blocks(xg)
+    scratch = xp.empty((blocks[0].stop,) + xg.shape[1:], dtype=xg.dtype)
+    stats_per_block = invstd is None and 0 not in axes
+    if invstd is None:
+        stat_shape = tuple(1 if i in axes else n for i, n in enumerate(xg.shape))
+        if stats_per_block:
+            mean, var, invstd = (xp.empty(stat_shape, dtype=xg.dtype) for _ in range(3))
+        else:
+            mean, var = _pooled_statistics(xp, xg, axes, blocks, scratch)
+            invstd = (1.0 / xp.sqrt(var + eps)).astype(xg.dtype)
+            mean, var = mean.astype(xg.dtype), var.astype(xg.dtype)
+    y = xp.empty(xg.shape, dtype=xg.dtype)
+    centre = _expand_shared(xp, mean, xg.shape)
+    scale = _expand_shared(xp, invstd * w if w is not None else invstd, xg.shape)
+    shift = _expand_shared(xp, bias.reshape(param_group_shape), xg.shape) if bias is not None else None
+    for rows in blocks:
+        block = xg[rows]
+        if stats_per_block:
+            block_mean, block_var = _sample_statistics(xp, block, axes, scratch)
+            mean[rows], var[rows] = block_mean, block_var
+            invstd[rows] = 1.0 / xp.sqrt(block_var + eps)
+        y_block = xp.subtract(block, _rows_of(centre, rows), out=y[rows])
+        y_block *= _rows_of(scale, rows) if not stats_per_block else (
+            invstd[rows] * w if w is not None else invstd[rows])
+        if shift is not None:
+            y_block += shift
+    return y, mean, invstd, var
+
+
+def _dx_coefficients(s1, s2, invstd, w, vary, count, dtype):
+    """a, b, c of dx = a dy + b (x - mu) + c (x's dtype) from S1 = sum dy and S2 = sum dy (x - mu)
+    (float64) over the axes w is constant along, for the statistics groups they cover."""
+    ws1, ws2 = (s1 * w, s2 * w) if w is not None else (s1, s2)
+    mean_g_hat = (ws1.sum(axis=vary, keepdims=True) if vary else ws1) / count
+    mean_g_hat_x_hat = invstd * (ws2.sum(axis=vary, keepdims=True) if vary else ws2) / count
+    a = invstd * w if w is not None else invstd
+    b = -invstd * invstd * mean_g_hat_x_hat
+    c = -invstd * mean_g_hat
+    return a.astype(dtype, copy=False), b.astype(dtype), c.astype(dtype)
+
+
+def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group_shape, axes):
+    """(dx, dw, db) in the grouped view (dw, db per parameter group, before reshaping); see the
+    module docstring. dx is the one new full-size array.
+
+    BatchNorm in training: one pass for S1 and S2, one for dx. Otherwise (per-sample statistics,
+    or fixed ones) one pass: each block's sums, then its dx."""
+    const = tuple(ax for ax in axes if param_group_shape[ax] == 1)
+    vary = tuple(ax for ax in axes if param_group_shape[ax] != 1)
+    w = weight.reshape(param_group_shape) if weight is not None else None
+    count = xg.size // invstd.size
+    if cuda_kernels.available_for(xp):
+        s1 = dyg.sum(axis=const, keepdims=True)
+        s2 = cuda_kernels.sum_of_products(dyg, xg, const) - mean * s1
+        if fixed_stats:
+            dx = dyg * (invstd * w if w is not None else invstd)
+        else:
+            a, b, c = _dx_coefficients(s1, s2, invstd, w, vary, count, xg.dtype)
+            dx = cuda_kernels.affine3(dyg, xg, a, b, c - b * mean)
+        return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
+    blocks = row_blocks(xg)
+    scratch = xp.empty((blocks[0].stop,) + xg.shape[1:], dtype=xg.dtype)
+    centre = _expand_shared(xp, mean, xg.shape)
+    sum_shape = tuple(1 if i in const else n for i, n in enumerate(xg.shape))
+    s1, s2 = xp.zeros(sum_shape, dtype=xp.float64), xp.zeros(sum_shape, dtype=xp.float64)
+
+    def accumulate_sums(rows):  # S1, S2 of one block; returns the block's x - mu (in scratch)
+        dy_block = dyg[rows]
+        centred = xp.subtract(xg[rows], _rows_of(centre, rows), out=scratch[:len(dy_block)])
+        into = slice(None) if 0 in const else rows
+        s1[into] += _sums(xp, dy_block, const)
+        s2[into] += _sums(xp, dy_block, const, centred)
+        return centred
+
+    two_passes = not fixed_stats and 0 in axes  # BatchNorm: dx needs every block's sums first
+    if two_passes:
+        for rows in blocks:
+            accumulate_sums(rows)
+        a, b, c = (_expand_shared(xp, k, xg.shape)
+                   for k in _dx_coefficients(s1, s2, invstd, w, vary, count, xg.dtype))
+    elif fixed_stats:
+        a = _expand_shared(xp, (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False), xg.shape)
+    dx = xp.empty(xg.shape, dtype=xg.dtype)
+    for rows in blocks:
+        centred = None if two_passes else accumulate_sums(rows)
+        if fixed_stats:
+            xp.multiply(dyg[rows], _rows_of(a, rows), out=dx[rows])
+            continue
+        if two_passes:
+            block_a, block_b, block_c = a, b, c
+            centred = xp.subtract(xg[rows], centre, out=scratch[:len(dx[rows])])
+        else:
+            block_a, block_b, block_c = _dx_coefficients(s1[rows], s2[rows], invstd[rows], w, vary,
+                                                         count, xg.dtype)
+        dx_block = xp.multiply(dyg[rows], block_a, out=dx[rows])
+        centred *= block_b
+        dx_block += centred
+        dx_block += block_c
+    return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
+
+
+def _parameter_gradients(s1, s2, invstd, weight, param_group_shape, dtype):
+    """dw = sum(invstd S2) and db = sum(S1) over the axes the parameters do not vary along
+    (dw is None without a weight)."""
+    dw = _reduce_to(invstd * s2, param_group_shape).astype(dtype) if weight is not None else None
+    return dw, _reduce_to(s1, param_group_shape).astype(dtype)
+
+
+def _reduce_to(stat, param_group_shape):
+    """Sum a per-group statistic over the axes the parameter does not vary along."""
+    axes = tuple(i for i, n in enumerate(param_group_shape) if n == 1 and stat.shape[i] != 1)
+    return stat.sum(axis=axes, keepdims=True) if axes else stat
