@@ -30,7 +30,7 @@ import math
 
 from tinygrad_bn import cuda_kernels
 
-CHUNK_ELEMENTS = 1 << 18  # ~1 MiB of float32 per block: it and its temporaries stay in the cache
+CHUNK_ELEMENTS = 1 << 19  # ~2 MiB of float32 per block: it and its temporaries stay in the cache
 _EXPAND_MIN_SAMPLES = 8   # expand shared coefficients only when a copy costs <= 1/8 of x
 
 
@@ -100,7 +100,7 @@ def _sample_statistics(xp, block, axes, scratch):
     count = math.prod(block.shape[a] for a in axes)
     mean = _sums(xp, block, axes) / count
     centred = xp.subtract(block, mean.astype(block.dtype), out=scratch[:len(block)])
-    return mean, _sums(xp, centred, axes, centred) / count
+    return mean, _sums(xp, centred, axes, centred) / count, centred
 
 
 def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=None, invstd=None):
@@ -130,18 +130,24 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
             invstd = (1.0 / xp.sqrt(var + eps)).astype(xg.dtype)
             mean, var = mean.astype(xg.dtype), var.astype(xg.dtype)
     y = xp.empty(xg.shape, dtype=xg.dtype)
-    centre = _expand_shared(xp, mean, xg.shape)
-    scale = _expand_shared(xp, invstd * w if w is not None else invstd, xg.shape)
+    if not stats_per_block:
+        # Statistics shared by the samples (BN training; given ones): y = x * alpha + beta with
+        # alpha = invstd w and beta = b - mu alpha, as PyTorch's CPU kernel computes it: two
+        # contiguous operations per block. (Its rounding error grows with |mu| / sigma, as
+        # PyTorch's does; the backward below centres x first.)
+        alpha = invstd * w if w is not None else invstd
+        beta = (bias.reshape(param_group_shape) - mean * alpha) if bias is not None else -mean * alpha
+        alpha, beta = _expand_shared(xp, alpha, xg.shape), _expand_shared(xp, beta, xg.shape)
+        for rows in blocks:
+            y_block = xp.multiply(xg[rows], _rows_of(alpha, rows), out=y[rows])
+            y_block += _rows_of(beta, rows)
+        return y, mean, invstd, var
     shift = _expand_shared(xp, bias.reshape(param_group_shape), xg.shape) if bias is not None else None
-    for rows in blocks:
-        block = xg[rows]
-        if stats_per_block:
-            block_mean, block_var = _sample_statistics(xp, block, axes, scratch)
-            mean[rows], var[rows] = block_mean, block_var
-            invstd[rows] = 1.0 / xp.sqrt(block_var + eps)
-        y_block = xp.subtract(block, _rows_of(centre, rows), out=y[rows])
-        y_block *= _rows_of(scale, rows) if not stats_per_block else (
-            invstd[rows] * w if w is not None else invstd[rows])
+    for rows in blocks:  # per-sample statistics: each block's statistics, then its y
+        block_mean, block_var, centred = _sample_statistics(xp, xg[rows], axes, scratch)
+        mean[rows], var[rows] = block_mean, block_var
+        invstd[rows] = 1.0 / xp.sqrt(block_var + eps)
+        y_block = xp.multiply(centred, invstd[rows] * w if w is not None else invstd[rows], out=y[rows])
         if shift is not None:
             y_block += shift
     return y, mean, invstd, var
