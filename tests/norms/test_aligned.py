@@ -120,3 +120,22 @@ def test_float16_input_sums_in_float32():
     y = tg.nn.functional.batch_norm(tg.tensor(x_np), None, None, training=True)
     assert np.isfinite(y.numpy()).all()
     assert y.dtype == tg.float16
+
+
+@pytest.mark.parametrize("group_shape,axes,param_view,given_statistics", [
+    ((0, 3, 16), (0, 2), (1, 3, 1), True),          # BatchNorm eval (training returns earlier)
+    ((0, 3, 16), (2,), (1, 3, 1), False),           # InstanceNorm
+    ((0, 3, 16), (2,), (1, 3, 1), True),            # InstanceNorm with running statistics
+    ((0, 2, 3, 16), (2, 3), (1, 2, 3, 1), False)],  # GroupNorm
+    ids=["BatchNorm-eval", "InstanceNorm", "InstanceNorm-running", "GroupNorm"])
+def test_an_empty_batch_has_no_blocks_and_gives_empty_results(group_shape, axes, param_view, given_statistics):
+    """No samples at all (a SyncBN rank with none normalizes with the global statistics)."""
+    x = np.zeros(group_shape, np.float32)
+    w = np.ones(int(np.prod(param_view)), np.float32)
+    stat_shape = tuple(1 if i in axes else n for i, n in enumerate(group_shape))
+    given = (np.zeros(stat_shape, np.float32), np.ones(stat_shape, np.float32)) if given_statistics else (None, None)
+    y, mean, invstd, _ = _aligned.aligned_forward(np, x, w, w, param_view, axes, 1e-5, *given)
+    dx, (dw, db) = _aligned.aligned_backward(np, x, x, w, mean, invstd, given_statistics, param_view, axes)
+    assert y.shape == dx.shape == group_shape
+    assert_close(dw.reshape(-1), np.zeros(w.size), atol=0, what="dw of nothing")
+    assert_close(db.reshape(-1), np.zeros(w.size), atol=0, what="db of nothing")

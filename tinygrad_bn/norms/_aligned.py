@@ -48,6 +48,12 @@ def is_aligned(param_group_shape, axes, center, ndim):
             and param_group_shape[-1] == 1)
 
 
+def _scratch(xp, xg, blocks):
+    """One block's worth of temporary space (reused by every block)."""
+    rows = min(blocks[0].stop, xg.shape[0]) if blocks else 0
+    return xp.empty((rows,) + tuple(xg.shape[1:]), dtype=xg.dtype)
+
+
 def _sums(xp, block, axes, other=None):
     """sum(block) or sum(block * other) over `axes` (which include the last), kept dims, float64.
 
@@ -81,6 +87,9 @@ def _pooled_statistics(xp, xg, axes, blocks, scratch):
     mean = K + mean(x - K) and var = mean((x - K)^2) - mean(x - K)^2 are exact algebra, and with K
     close to the mean nothing cancels ("shifted data" variance; Chan, Golub & LeVeque 1983)."""
     count = math.prod(xg.shape[a] for a in axes)
+    if count == 0:  # no samples: NaN statistics, as the mean of nothing is
+        nan = xp.full(tuple(1 if i in axes else n for i, n in enumerate(xg.shape)), xp.nan)
+        return nan, nan
     first = xg[blocks[0]]
     shift = (_sums(xp, first, axes) / (count // xg.shape[0] * first.shape[0])).astype(xg.dtype)
     expanded_shift = _expand_shared(xp, shift, xg.shape)
@@ -119,7 +128,7 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
         shift = bias.reshape(param_group_shape) if bias is not None else xp.zeros_like(scale)
         return cuda_kernels.normalize_affine(xg, mean, scale, shift), mean, invstd, var
     blocks = row_blocks(xg)
-    scratch = xp.empty((blocks[0].stop,) + xg.shape[1:], dtype=xg.dtype)
+    scratch = _scratch(xp, xg, blocks)
     stats_per_block = invstd is None and 0 not in axes
     if invstd is None:
         stat_shape = tuple(1 if i in axes else n for i, n in enumerate(xg.shape))
@@ -174,7 +183,7 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
     const = tuple(ax for ax in axes if param_group_shape[ax] == 1)
     vary = tuple(ax for ax in axes if param_group_shape[ax] != 1)
     w = weight.reshape(param_group_shape) if weight is not None else None
-    count = xg.size // invstd.size
+    count = math.prod(xg.shape[a] for a in axes)  # values per statistics group
     if cuda_kernels.available_for(xp):
         s1 = dyg.sum(axis=const, keepdims=True)
         s2 = cuda_kernels.sum_of_products(dyg, xg, const) - mean * s1
@@ -185,7 +194,7 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
             dx = cuda_kernels.affine3(dyg, xg, a, b, c - b * mean)
         return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
     blocks = row_blocks(xg)
-    scratch = xp.empty((blocks[0].stop,) + xg.shape[1:], dtype=xg.dtype)
+    scratch = _scratch(xp, xg, blocks)
     centre = _expand_shared(xp, mean, xg.shape)
     sum_shape = tuple(1 if i in const else n for i, n in enumerate(xg.shape))
     s1, s2 = xp.zeros(sum_shape, dtype=xp.float64), xp.zeros(sum_shape, dtype=xp.float64)
