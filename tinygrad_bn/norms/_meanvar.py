@@ -29,7 +29,8 @@ ops. That composed version is also the test oracle for the fused one.
 from tinygrad_bn import cuda_kernels
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
-from tinygrad_bn.norms._aligned import aligned_backward, aligned_forward, is_aligned, row_blocks
+from tinygrad_bn.norms._kernels import (aligned_backward, aligned_forward, is_aligned, rows_backward,
+                                       rows_forward)
 from tinygrad_bn.ops._helpers import sum_to_shape
 from tinygrad_bn.tensor import Tensor
 
@@ -57,37 +58,6 @@ def _sum_of_products(xp, a, b, axes):
     return out.reshape([1 if i in axes else n for i, n in enumerate(a.shape)])
 
 
-def _blocked_forward(xp, xg, weight, bias, pview, axes, center, eps, mean=None, invstd=None):
-    """y, mean, invstd for parameters that vary within a group (LN, GN, RMSNorm), computed in
-    row blocks written straight into one output buffer: no full-size temporaries."""
-    y = xp.empty(xg.shape, dtype=xg.dtype)
-    fixed = invstd is not None
-    if not fixed:
-        stat_shape = tuple(1 if i in axes else n for i, n in enumerate(xg.shape))
-        mean = xp.empty(stat_shape, dtype=xg.dtype) if center else None
-        invstd, var_all = xp.empty(stat_shape, dtype=xg.dtype), xp.empty(stat_shape, dtype=xg.dtype)
-    w = weight.reshape(pview) if weight is not None else None
-    b = bias.reshape(pview) if bias is not None else None
-    for rows in row_blocks(xg):
-        xb, yb = xg[rows], y[rows]
-        if center:
-            if not fixed:
-                mean[rows] = xb.mean(axis=axes, keepdims=True)
-            xp.subtract(xb, mean[rows], out=yb)
-        else:
-            yb[...] = xb
-        if not fixed:
-            count = yb[0:1].size // var_all[0:1].size
-            var_all[rows] = _sum_of_products(xp, yb, yb, axes) / count
-            invstd[rows] = 1.0 / xp.sqrt(var_all[rows] + eps)
-        yb *= invstd[rows]
-        if w is not None:
-            yb *= w
-        if b is not None:
-            yb += b
-    return y, mean, invstd, (None if fixed else var_all)
-
-
 class Normalize(Function):
     """y = (x - mu) * invstd * w + b over a grouping of x; see the module docstring.
 
@@ -110,14 +80,13 @@ class Normalize(Function):
         batch_mean = batch_var = xp.empty(0, dtype=x.dtype)
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
-        if param_group_shape is not None:
-            if is_aligned(param_group_shape, axes, center, len(group_shape)):
-                # BN, IN, GN: w and b are constant along the spatial axis (norms/_aligned.py)
+        kernel = _fast_kernel(group_shape, axes, center, param_group_shape, fixed=invstd is not None)
+        if kernel is not None:
+            if kernel == "per-group":  # BN, IN, GN: w and b constant along the spatial axis
                 y, mean, invstd, var = aligned_forward(xp, xg, weight, bias, param_group_shape,
                                                        axes, eps, mean, invstd)
-            else:  # LN, RMSNorm: w and b vary within each statistics group
-                y, mean, invstd, var = _blocked_forward(xp, xg, weight, bias, param_group_shape,
-                                                        axes, center, eps, mean, invstd)
+            else:                      # LN, RMSNorm on (rows, D): w and b vary along D
+                y, mean, invstd, var = rows_forward(xp, xg, weight, bias, center, eps)
             if var is not None:
                 batch_var = var
                 batch_mean = mean if mean is not None else batch_mean
@@ -154,6 +123,19 @@ class Normalize(Function):
         return gradients_per_input(self, grads)
 
 
+def _fast_kernel(group_shape, axes, center, param_group_shape, fixed):
+    """Which blocked kernel of norms/_kernels.py computes this normalization, if any:
+    "per-group" (BN, IN, GN), "rows" (LN, RMSNorm with batch statistics), or None (the general
+    array expressions here)."""
+    if param_group_shape is None:
+        return None
+    if is_aligned(param_group_shape, axes, center, len(group_shape)):
+        return "per-group"
+    if len(group_shape) == 2 and tuple(axes) == (1,) and param_group_shape[0] == 1 and not fixed:
+        return "rows"
+    return None
+
+
 def _geometry(attrs):
     return {k: attrs.get(k) for k in ("group_shape", "axes", "param_shape", "eps", "center",
                                       "has_weight", "has_bias", "param_group_shape")}
@@ -170,8 +152,9 @@ class NormalizeBackward(Function):
                 param_shape, eps, center, has_weight, has_bias, param_group_shape=None):
         weight = maybe_weight[0] if has_weight else None
         self.save_for_backward(dy=dy, x=x, **({"weight": weight} if weight is not None else {}))
-        if param_group_shape is not None:
-            fast = self._aligned if is_aligned(param_group_shape, axes, center, len(group_shape)) else self._blocked
+        kernel = _fast_kernel(group_shape, axes, center, param_group_shape, fixed_stats)
+        if kernel is not None:
+            fast = self._aligned if kernel == "per-group" else self._rows
             grads = fast(dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
                          param_group_shape, center, has_bias)
             if has_bias:  # db in the composed version's shape, which double backward relies on
@@ -202,7 +185,7 @@ class NormalizeBackward(Function):
     def _aligned(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
                  param_group_shape, center, has_bias):
         """Fast path when w is constant along the spatial axis (BN, IN, GN): dx = a dy + b (x - mu) + c
-        with per-group a, b, c, block by block (norms/_aligned.py has the derivation)."""
+        with per-group a, b, c, block by block (norms/_kernels.py has the derivation)."""
         dx, (dw, db) = aligned_backward(self.xp, dy.reshape(group_shape), x.reshape(group_shape),
                                         weight, mean, invstd, fixed_stats, param_group_shape, axes)
         grads = [dx.reshape(x.shape)]
@@ -212,35 +195,11 @@ class NormalizeBackward(Function):
             grads.append(db.reshape(-1))
         return tuple(grads)
 
-    def _blocked(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes, pview, center,
-                 has_bias):
-        """The general formulas in row blocks, for parameters that vary within a group (LN, GN,
-        RMSNorm): dx is the one new full-size buffer; dw and db accumulate block by block."""
-        xp = self.xp
-        xg, dyg = x.reshape(group_shape), dy.reshape(group_shape)
-        dx = xp.empty(group_shape, dtype=x.dtype)
-        w = weight.reshape(pview) if weight is not None else None
-        summed = tuple(i for i, n in enumerate(pview) if n == 1)
-        dw = xp.zeros(pview, dtype=x.dtype) if weight is not None else None
-        db = xp.zeros(pview, dtype=x.dtype) if has_bias else None
-        for rows in row_blocks(xg):
-            xb, dyb, dxb, inv = xg[rows], dyg[rows], dx[rows], invstd[rows]
-            x_hat = xb - mean[rows] if center else xb.copy()
-            x_hat *= inv
-            g_hat = dyb * w if w is not None else dyb
-            if fixed_stats:
-                xp.multiply(g_hat, inv, out=dxb)
-            else:
-                count = xb[0:1].size // inv[0:1].size
-                xp.multiply(x_hat, _sum_of_products(xp, g_hat, x_hat, axes) / count, out=dxb)
-                xp.subtract(g_hat, dxb, out=dxb)
-                if center:
-                    dxb -= g_hat.mean(axis=axes, keepdims=True)
-                dxb *= inv
-            if dw is not None:
-                dw += _sum_of_products(xp, dyb, x_hat, summed)
-            if db is not None:
-                db += dyb.sum(axis=summed, keepdims=True)
+    def _rows(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes, pview, center,
+              has_bias):
+        """LN and RMSNorm on the (rows, D) view (norms/_kernels.py)."""
+        dx, dw, db = rows_backward(self.xp, dy.reshape(group_shape), x.reshape(group_shape), weight,
+                                   mean, invstd, center, has_bias)
         grads = [dx.reshape(x.shape)]
         if weight is not None:
             grads.append(dw.reshape(weight.shape))

@@ -1,4 +1,4 @@
-"""The blocked per-group kernels (tinygrad_bn/norms/_aligned.py) behind BatchNorm, InstanceNorm and
+"""The blocked per-group kernels (tinygrad_bn/norms/_kernels.py) behind BatchNorm, InstanceNorm and
 GroupNorm, on inputs large enough to span several blocks (with a short last block), with and
 without the expanded shared coefficients (8 samples or more), against a float64 NumPy reference
 written from the formulas. The shared matrix uses small inputs that fit in one block."""
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinygrad_bn as tg
-from tinygrad_bn.norms import _aligned
+from tinygrad_bn.norms import _kernels
 from tests.helpers import assert_close
 
 
@@ -30,11 +30,11 @@ def reference(x, dy, w, b, group_shape, axes, param_view, fixed=None, eps=1e-5):
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of 8192 values, so that small inputs span several blocks and end in a short one."""
-    monkeypatch.setattr(_aligned, "CHUNK_ELEMENTS", 1 << 13)
+    monkeypatch.setattr(_kernels, "CHUNK_ELEMENTS", 1 << 13)
 
 
 def blocks_of(shape):
-    return len(_aligned.row_blocks(np.empty(shape[:1] + (int(np.prod(shape[1:])),))))
+    return len(_kernels.row_blocks(np.empty(shape[:1] + (int(np.prod(shape[1:])),))))
 
 
 CASES = {  # name: (layer, input shape, grouped view, reduced axes, parameters' grouped view)
@@ -134,8 +134,8 @@ def test_an_empty_batch_has_no_blocks_and_gives_empty_results(group_shape, axes,
     w = np.ones(int(np.prod(param_view)), np.float32)
     stat_shape = tuple(1 if i in axes else n for i, n in enumerate(group_shape))
     given = (np.zeros(stat_shape, np.float32), np.ones(stat_shape, np.float32)) if given_statistics else (None, None)
-    y, mean, invstd, _ = _aligned.aligned_forward(np, x, w, w, param_view, axes, 1e-5, *given)
-    dx, (dw, db) = _aligned.aligned_backward(np, x, x, w, mean, invstd, given_statistics, param_view, axes)
+    y, mean, invstd, _ = _kernels.aligned_forward(np, x, w, w, param_view, axes, 1e-5, *given)
+    dx, (dw, db) = _kernels.aligned_backward(np, x, x, w, mean, invstd, given_statistics, param_view, axes)
     assert y.shape == dx.shape == group_shape
     assert_close(dw.reshape(-1), np.zeros(w.size), atol=0, what="dw of nothing")
     assert_close(db.reshape(-1), np.zeros(w.size), atol=0, what="db of nothing")

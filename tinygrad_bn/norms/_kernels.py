@@ -26,6 +26,7 @@ operation):
 
 On CuPy the same formulas run as fused elementwise and reduction kernels (tinygrad_bn/cuda_kernels.py).
 """
+import functools
 import math
 
 from tinygrad_bn import cuda_kernels
@@ -58,14 +59,37 @@ def _sums(xp, block, axes, other=None):
     """sum(block) or sum(block * other) over `axes` (which include the last), kept dims, float64.
 
     Each row of the last axis is summed in the array's dtype (einsum and vecdot: the fastest
-    NumPy reductions), the rows in float64."""
+    NumPy reductions) in pieces of at most 4096 values, and the pieces in float64: as precise as
+    NumPy's pairwise sum, and about three times faster."""
     if block.dtype == xp.float16:  # float16 rows would overflow
         block, other = block.astype(xp.float32), (None if other is None else other.astype(xp.float32))
-    letters = "abcdefghijklmnop"[:block.ndim]
-    rows = xp.einsum(f"{letters}->{letters[:-1]}", block) if other is None else xp.vecdot(block, other)
+    pieces = _split_rows(block)
+    letters = "abcdefghijklmnop"[:pieces.ndim]
+    if other is None:
+        partial = xp.einsum(f"{letters}->{letters[:-1]}", pieces)
+    else:
+        partial = xp.vecdot(pieces, _split_rows(other))
+    rows = partial.sum(axis=-1, dtype=xp.float64) if pieces.ndim > block.ndim else partial
     rest = tuple(a for a in axes if a != block.ndim - 1)
     total = rows.sum(axis=rest, keepdims=True, dtype=xp.float64) if rest else rows.astype(xp.float64)
     return total[..., None]
+
+
+_PIECE = 4096
+
+
+@functools.lru_cache(maxsize=None)
+def _piece_length(n):
+    """The longest piece length <= _PIECE (and >= 256) that divides n, or n itself."""
+    if n <= _PIECE:
+        return n
+    return next((p for p in range(_PIECE, 255, -1) if n % p == 0), n)
+
+
+def _split_rows(a):
+    """a with its last axis split into pieces of _piece_length values (a view)."""
+    piece = _piece_length(a.shape[-1])
+    return a if piece == a.shape[-1] else a.reshape(a.shape[:-1] + (a.shape[-1] // piece, piece))
 
 
 def _expand_shared(xp, coefficient, shape):
@@ -245,3 +269,66 @@ def _reduce_to(stat, param_group_shape):
     """Sum a per-group statistic over the axes the parameter does not vary along."""
     axes = tuple(i for i, n in enumerate(param_group_shape) if n == 1 and stat.shape[i] != 1)
     return stat.sum(axis=axes, keepdims=True) if axes else stat
+
+
+# ---- LayerNorm and RMSNorm: w and b vary along the normalized values ----------------------------
+
+def rows_forward(xp, xg, weight, bias, center, eps):
+    """LayerNorm (center=True) and RMSNorm (center=False) on the (rows, D) view: every row
+    normalized over its D values, then y = x_hat * w + b with w, b along D. One pass: each
+    block's statistics, then its y. Returns y, mean (None for RMSNorm), invstd, var."""
+    d = xg.shape[1]
+    y = xp.empty(xg.shape, dtype=xg.dtype)
+    stat_shape = (xg.shape[0], 1)
+    mean = xp.empty(stat_shape, dtype=xg.dtype) if center else None
+    var, invstd = xp.empty(stat_shape, dtype=xg.dtype), xp.empty(stat_shape, dtype=xg.dtype)
+    for rows in row_blocks(xg):
+        block, y_block = xg[rows], y[rows]
+        if center:
+            mean[rows] = _sums(xp, block, (1,)) / d
+            xp.subtract(block, mean[rows], out=y_block)
+            var[rows] = _sums(xp, y_block, (1,), y_block) / d
+        else:
+            var[rows] = _sums(xp, block, (1,), block) / d   # the mean square
+        invstd[rows] = 1.0 / xp.sqrt(var[rows].astype(xp.float64) + eps)
+        xp.multiply(y_block if center else block, invstd[rows], out=y_block)
+        if weight is not None:
+            y_block *= weight.reshape(1, d)
+        if bias is not None:
+            y_block += bias.reshape(1, d)
+    return y, mean, invstd, var
+
+
+def rows_backward(xp, dyg, xg, weight, mean, invstd, center, has_bias):
+    """(dx, dw, db) of rows_forward, with g = dy * w and means over each row's D values:
+        dx = invstd * (g - mean(g) - x_hat * mean(g * x_hat))      (no mean(g) for RMSNorm)
+        dw = sum over rows of dy * x_hat,   db = sum over rows of dy
+    One pass; dx is the one new full-size array, x_hat and g live in block-sized scratch."""
+    d = xg.shape[1]
+    w = weight.reshape(1, d) if weight is not None else None
+    dx = xp.empty(xg.shape, dtype=xg.dtype)
+    blocks = row_blocks(xg)
+    x_hat_space, g_space = _scratch(xp, xg, blocks), _scratch(xp, xg, blocks)
+    dw = xp.zeros(d, dtype=xp.float64) if w is not None else None
+    db = xp.zeros(d, dtype=xp.float64) if has_bias else None
+    for rows in blocks:
+        block, dy_block, dx_block, inv = xg[rows], dyg[rows], dx[rows], invstd[rows]
+        x_hat = x_hat_space[:len(block)]
+        if center:
+            xp.subtract(block, mean[rows], out=x_hat)
+            x_hat *= inv
+        else:
+            xp.multiply(block, inv, out=x_hat)
+        g = xp.multiply(dy_block, w, out=g_space[:len(block)]) if w is not None else dy_block
+        projection = (_sums(xp, g, (1,), x_hat) / d).astype(xg.dtype)   # mean(g x_hat) per row
+        xp.multiply(x_hat, -projection, out=dx_block)
+        dx_block += g
+        if center:
+            dx_block -= (_sums(xp, g, (1,)) / d).astype(xg.dtype)
+        dx_block *= inv
+        if dw is not None:
+            dw += xp.einsum("rd,rd->d", dy_block, x_hat)
+        if db is not None:
+            db += xp.einsum("rd->d", dy_block)
+    return (dx, None if dw is None else dw.astype(xg.dtype),
+            None if db is None else db.astype(xg.dtype))
