@@ -139,3 +139,21 @@ def test_an_empty_batch_has_no_blocks_and_gives_empty_results(group_shape, axes,
     assert y.shape == dx.shape == group_shape
     assert_close(dw.reshape(-1), np.zeros(w.size), atol=0, what="dw of nothing")
     assert_close(db.reshape(-1), np.zeros(w.size), atol=0, what="db of nothing")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_cupy_branch_with_numpy_stand_ins_for_the_fused_kernels(name, monkeypatch):
+    """The CuPy branch of the kernels (which array goes into which fused kernel, shapes, dtypes)
+    run on NumPy, with each fused kernel replaced by the array expression it stands for (the
+    ones tests/norms/test_cuda_kernels.py compares the real kernels with, on a GPU)."""
+    from tinygrad_bn import cuda_kernels
+    monkeypatch.setattr(cuda_kernels, "available_for", lambda xp: True)
+    monkeypatch.setattr(cuda_kernels, "normalize_affine", lambda x, mean, scale, shift: (x - mean) * scale + shift)
+    monkeypatch.setattr(cuda_kernels, "affine3", lambda dy, x, a, b, c: a * dy + b * x + c)
+    monkeypatch.setattr(cuda_kernels, "sum_of_products",
+                        lambda a, b, axes: (a * b).sum(axis=tuple(axes), keepdims=True))
+    monkeypatch.setattr(cuda_kernels, "centred_square_sum",
+                        lambda x, mean, axes: ((x - mean) ** 2).sum(axis=tuple(axes), keepdims=True))
+    test_training_matches_the_formulas_across_blocks(name, np.float64, 1e-10)
+    if name.startswith("BatchNorm"):
+        test_eval_with_running_statistics_across_blocks(CASES[name][0], CASES[name][1])
