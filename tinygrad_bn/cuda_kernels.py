@@ -1,6 +1,6 @@
 """Optional fused CuPy kernels: the GPU fast path of BatchNorm-type normalization.
 
-The generic code (norms/_meanvar.py) is written once against `xp` and runs on CuPy as it is;
+The generic code (norms/_kernels.py) is written once against `xp` and runs on CuPy as it is;
 each array expression there launches its own kernel and allocates its own temporary. When `xp`
 is CuPy, these fused kernels replace the hot full-size expressions of the per-group path:
 
@@ -10,7 +10,7 @@ is CuPy, these fused kernels replace the hot full-size expressions of the per-gr
     sum_of_products:   sum(a * b) over axes, without materialising a*b  one reduction kernel
 
 Each is compiled once, on first use (CuPy caches the compiled kernel), and has a generic twin in
-norms/_meanvar.py that tests/norms/test_cuda_kernels.py compares it with on a GPU.
+norms/_kernels.py that tests/norms/test_cuda_kernels.py compares it with on a GPU.
 """
 import functools
 

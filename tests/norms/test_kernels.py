@@ -157,3 +157,55 @@ def test_the_cupy_branch_with_numpy_stand_ins_for_the_fused_kernels(name, monkey
     test_training_matches_the_formulas_across_blocks(name, np.float64, 1e-10)
     if name.startswith("BatchNorm"):
         test_eval_with_running_statistics_across_blocks(CASES[name][0], CASES[name][1])
+
+
+def _run_layer(make, shape, seed=3):
+    rng = np.random.default_rng(seed)
+    tg.manual_seed(0)
+    layer = make()
+    x = tg.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+    y = layer(x)
+    y.backward(tg.tensor(rng.standard_normal(shape).astype(np.float32)))
+    grads = [p.grad.numpy() for p in layer.parameters()]
+    return [y.detach().numpy(), x.grad.numpy()] + grads
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: tg.nn.GroupNorm(3, 6), (20, 6, 25, 30)),
+                                        (lambda: tg.nn.InstanceNorm2d(4, affine=True), (12, 4, 40, 40)),
+                                        (lambda: tg.nn.LayerNorm([4, 40, 40]), (12, 4, 40, 40)),
+                                        (lambda: tg.nn.RMSNorm([4, 40, 40]), (12, 4, 40, 40)),
+                                        (lambda: tg.nn.BatchNorm2d(3), (20, 3, 30, 30))],
+                         ids=["GroupNorm", "InstanceNorm2d", "LayerNorm", "RMSNorm", "BatchNorm2d"])
+def test_results_do_not_depend_on_the_number_of_threads(make, shape, monkeypatch):
+    """Blocks run on worker threads, but every sum over blocks is added in block order: one
+    thread and three give bit-identical outputs and gradients."""
+    assert blocks_of(shape) >= 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    serial = _run_layer(make, shape)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert _kernels.worker_threads() == 3
+    threaded = _run_layer(make, shape)
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
+def _normalize_in_child(queue):
+    y = tg.nn.GroupNorm(3, 6)(tg.tensor(np.ones((20, 6, 25, 30), np.float32)))
+    queue.put(float(np.abs(y.detach().numpy()).max()))
+
+
+def test_the_worker_threads_are_restarted_in_a_forked_child(monkeypatch):
+    """A forked child (a DataLoader worker, say) inherits the pool object but not its threads;
+    the kernels start new ones there instead of waiting forever."""
+    import multiprocessing
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    _run_layer(lambda: tg.nn.GroupNorm(3, 6), (20, 6, 25, 30))   # the parent's pool exists
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_normalize_in_child, args=(results,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in the threaded kernel")
+    assert child.exitcode == 0 and results.get(timeout=5) == 0.0
