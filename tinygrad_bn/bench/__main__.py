@@ -1,4 +1,4 @@
-"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu]
+"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu] [--threads N]
 
 Prints a table of medians and ratios (ours / reference) and writes them as JSON."""
 import argparse
@@ -29,6 +29,8 @@ def machine_description():
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+    from tinygrad_bn.norms._kernels import worker_threads
+    info["normalizer_kernel_threads"] = worker_threads()
     try:
         with open("/proc/cpuinfo") as f:
             models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -104,16 +106,23 @@ def main(argv=None):
     parser.add_argument("--filter", default="", help="only cases whose name contains this text")
     parser.add_argument("--json", default="bench_results.json", help="where to write the results")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to benchmark")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for PyTorch and for our normalizer kernels (default: every core; "
+                             "NumPy's BLAS reads OPENBLAS_NUM_THREADS at start-up instead)")
     args = parser.parse_args(argv)
     if args.device != "cpu":
         sys.exit("--device cuda: the GPU cases are not written yet; only cpu is available")
     torch = _torch()
+    threads = args.threads or os.cpu_count() or 1
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # our normalizer kernels' worker threads
     if torch is not None:
-        # both frameworks get the machine's cores: NumPy's BLAS uses them all by default
-        torch.set_num_threads(os.cpu_count() or 1)
+        # both frameworks get the same cores: NumPy's BLAS and our kernels use them all by default
+        torch.set_num_threads(threads)
     start = time.time()
     rows = run(args)
     result = {"machine": machine_description(), "quick": args.quick, "device": args.device,
+              "threads": threads,
               "seconds": round(time.time() - start, 1), "cases": rows}
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)

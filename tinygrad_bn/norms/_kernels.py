@@ -89,18 +89,13 @@ def _pool(threads):
     return _executor["pool"]
 
 
-def _for_each_block(xp, xg, blocks, work, scratch_arrays=0, parallel=True):
+def _for_each_block(xp, xg, blocks, work, scratch_arrays=0):
     """[work(rows, *scratch) for rows in blocks], in block order.
 
-    With `parallel`, on NumPy, with more than one block and worker thread, the calls run on the
-    threads. Each call gets `scratch_arrays` block-sized temporaries of its own (taken from, and
-    given back to, a queue holding one set per thread). `work` writes only its own rows of any
-    output.
-
-    BatchNorm's passes run serially (parallel=False): they are a few contiguous operations per
-    block, bound by memory bandwidth, and measured slower on two threads than on one. The
-    per-sample kernels (IN, GN, LN, RMSNorm) do more arithmetic per byte and gain 15-30%."""
-    threads = min(worker_threads(), len(blocks)) if parallel else 1
+    On NumPy, with more than one block and worker thread, the calls run on the threads. Each call
+    gets `scratch_arrays` block-sized temporaries of its own (taken from, and given back to, a
+    queue holding one set per thread). `work` writes only its own rows of any output."""
+    threads = min(worker_threads(), len(blocks))
     if threads <= 1 or xp is not numpy:
         scratch = [_scratch(xp, xg, blocks) for _ in range(scratch_arrays)]
         return [work(rows, *scratch) for rows in blocks]
@@ -192,7 +187,7 @@ def _pooled_statistics(xp, xg, axes, blocks):
         block = xg[rows]
         centred = xp.subtract(block, expanded_shift, out=scratch[:len(block)])
         return _sums(xp, centred, axes), _sums(xp, centred, axes, centred)
-    partials = _for_each_block(xp, xg, blocks, shifted_sums, scratch_arrays=1, parallel=False)
+    partials = _for_each_block(xp, xg, blocks, shifted_sums, scratch_arrays=1)
     mean_shifted = _total(xp, (p[0] for p in partials), shift.shape) / count
     mean_square = _total(xp, (p[1] for p in partials), shift.shape) / count
     return shift + mean_shifted, xp.maximum(mean_square - mean_shifted * mean_shifted, 0.0)
@@ -245,7 +240,7 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
         def affine(rows):
             y_block = xp.multiply(xg[rows], _rows_of(alpha, rows), out=y[rows])
             y_block += _rows_of(beta, rows)
-        _for_each_block(xp, xg, blocks, affine, parallel=False)
+        _for_each_block(xp, xg, blocks, affine)
         return y, mean, invstd, var
     shift = _expand_shared(xp, bias.reshape(param_group_shape), xg.shape) if bias is not None else None
 
@@ -312,7 +307,7 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
     if not fixed_stats and pooled:
         # BatchNorm in training: every block's sums first, then dx with per-channel coefficients
         partials = _for_each_block(xp, xg, blocks, lambda rows, scratch: block_sums(rows, scratch)[:2],
-                                   scratch_arrays=1, parallel=False)
+                                   scratch_arrays=1)
         s1, s2 = _total(xp, (p[0] for p in partials), sum_shape), _total(xp, (p[1] for p in partials), sum_shape)
         a, b, c = (_expand_shared(xp, k, xg.shape)
                    for k in _dx_coefficients(s1, s2, invstd, w, vary, count, xg.dtype))
@@ -320,7 +315,7 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
         def second_pass(rows, scratch):
             centred = xp.subtract(xg[rows], centre, out=scratch[:len(dyg[rows])])
             gradient(rows, dyg[rows], centred, a, b, c)
-        _for_each_block(xp, xg, blocks, second_pass, scratch_arrays=1, parallel=False)
+        _for_each_block(xp, xg, blocks, second_pass, scratch_arrays=1)
         return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
 
     # one pass: each block's sums, then its dx (its coefficients need only its own sums)
@@ -337,7 +332,7 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
             gradient(rows, dyg[rows], centred,
                      *_dx_coefficients(block_s1, block_s2, invstd[rows], w, vary, count, xg.dtype))
         return block_s1, block_s2
-    partials = _for_each_block(xp, xg, blocks, one_pass, scratch_arrays=1, parallel=not pooled)
+    partials = _for_each_block(xp, xg, blocks, one_pass, scratch_arrays=1)
     if pooled:  # fixed statistics (BatchNorm eval): dw, db still sum over every sample
         s1, s2 = _total(xp, (p[0] for p in partials), sum_shape), _total(xp, (p[1] for p in partials), sum_shape)
     elif partials:  # per-sample sums: the blocks' rows, in order
