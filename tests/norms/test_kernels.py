@@ -195,7 +195,7 @@ def _normalize_in_child(queue):
 
 
 def test_the_worker_threads_are_restarted_in_a_forked_child(monkeypatch):
-    """A forked child (a DataLoader worker, say) inherits the pool object but not its threads;
+    """A forked child (a user's worker process, say) inherits the pool object but not its threads;
     the kernels start new ones there instead of waiting forever."""
     import multiprocessing
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
