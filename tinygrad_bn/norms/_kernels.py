@@ -18,14 +18,14 @@ along D (see rows_forward and rows_backward).
 
 Why the code looks the way it does (all of it is about NumPy, which makes one pass over memory
 per operation and uses one core):
-  - It works in blocks of samples of about 2 MiB (`row_blocks`). Each full-size array is read
+  - It works in blocks of samples of about 4 MiB (`row_blocks`). Each full-size array is read
     once per pass; temporaries are one block long and stay in the cache.
   - The blocks are independent, so they run on worker threads (`_for_each_block`): NumPy releases
     the GIL inside its loops, and PyTorch, the reference, uses every core too. Results come back
     in block order, and sums over blocks are added in that order, so no result depends on the
     number of threads.
   - An operation that broadcasts a per-row value, x * scale with scale of shape (1, C, 1), runs
-    NumPy's inner loop once per row of L values and costs about twice a contiguous one. When a
+    NumPy's inner loop once per row of L values and costs about 2.5x a contiguous one. When a
     coefficient is the same for every sample (BatchNorm) it is expanded once to one sample's shape
     (1, C, L), and every per-element operation with it is contiguous (`_expand_shared`).
   - Sums run over rows in the array's dtype in pieces of at most 4096 values (einsum, vecdot), and
@@ -44,7 +44,7 @@ import numpy
 
 from tinygrad_bn import cuda_kernels
 
-CHUNK_ELEMENTS = 1 << 19  # ~2 MiB of float32 per block: it and its temporaries stay in the cache
+CHUNK_ELEMENTS = 1 << 20  # ~4 MiB of float32 per block: it and its temporaries stay in the L3 cache
 _EXPAND_MIN_SAMPLES = 8   # expand shared coefficients only when a copy costs <= 1/8 of x
 
 
@@ -82,8 +82,11 @@ _executor = {"pid": None, "threads": 0, "pool": None}
 
 
 def _pool(threads):
-    """The worker threads, started on first use (again after a fork: the child has none)."""
+    """The worker threads, started on first use, and again after a fork (the child has none) or
+    when the thread count changes (the old pool's threads then exit)."""
     if _executor["pid"] != os.getpid() or _executor["threads"] != threads:
+        if _executor["pid"] == os.getpid():
+            _executor["pool"].shutdown(wait=False)
         _executor.update(pid=os.getpid(), threads=threads,
                          pool=ThreadPoolExecutor(threads, thread_name_prefix="tinygrad_bn-blocks"))
     return _executor["pool"]
