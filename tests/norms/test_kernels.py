@@ -113,6 +113,25 @@ def test_float32_statistics_keep_precision_with_a_large_mean():
                  what="running (unbiased) variance")
 
 
+def test_float32_batchnorm_gradient_stays_accurate_with_a_large_mean():
+    """BatchNorm's backward forms dx = a dy + b x + (c - b mu) without x - mu, but sums
+    S2 = sum dy (x - mu) centred. With |mu| / sigma = 1000 the float32 dx must still agree with a
+    float64 evaluation of the formulas to 2e-5 of its size, and dw to 1e-4 (it was 3.8e-4 off with
+    S2 = sum dy x - mu sum dy)."""
+    rng = np.random.default_rng(4)
+    shape = (16, 3, 32, 32)
+    x_np = (rng.standard_normal(shape) + 1000).astype(np.float32)
+    dy_np = rng.standard_normal(shape).astype(np.float32)
+    bn = tg.nn.BatchNorm2d(3)
+    x = tg.tensor(x_np, requires_grad=True)
+    bn(x).backward(tg.tensor(dy_np))
+    _, dx_ref, dw_ref, db_ref = reference(x_np.astype(np.float64), dy_np, np.ones(3), np.zeros(3),
+                                          (16, 3, 1024), (0, 2), (1, 3, 1))
+    scale = np.abs(dx_ref).max()
+    assert_close(x.grad, dx_ref.reshape(shape), atol=2e-5 * scale, rtol=0, what="dx at mean 1000")
+    assert_close(bn.weight.grad, dw_ref.reshape(-1), atol=2e-3, rtol=1e-4, what="dw at mean 1000")
+
+
 def test_float16_input_sums_in_float32():
     """Rows of float16 are summed in float32: 4096 values of 60 would overflow float16."""
     x_np = np.full((2, 2, 64, 64), 60.0, dtype=np.float16)
