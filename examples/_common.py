@@ -280,6 +280,10 @@ def setup_distributed(args):
     import tinygrad_bn.distributed as dist
     comm = dist.init()
     args.world_size, args.rank, args.main = comm.world_size, comm.rank, comm.rank == 0
+    if comm.world_size > 1:
+        # ranks usually share the machine's cores: one normalizer worker thread each, unless
+        # OMP_NUM_THREADS says otherwise (torchrun makes the same choice)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.batch_size % comm.world_size:
         fail("--batch-size", f"{args.batch_size} is the global batch and must be divisible by the "
                              f"{comm.world_size} ranks")
