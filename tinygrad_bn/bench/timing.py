@@ -32,19 +32,22 @@ def median_time(fn, repeat=7, number=None, min_time=0.05, warmup=1, sync=None):
     return statistics.median(samples)
 
 
-def paired_median_times(fn_a, fn_b, repeat=9, warmup=1):
-    """Median seconds per call of fn_a and fn_b, measured alternately (a, b, a, b, ...).
+def paired_median_times(fn_a, fn_b, repeat=9, block=3):
+    """Median seconds per call of fn_a and fn_b, measured in alternating turns (a, b, a, b, ...).
 
-    Heavy cases interleave: each framework then runs in the same machine and heap state as the
-    other (one run's freed memory decides whether the next one page-faults), instead of all of
-    one framework's repetitions and then all of the other's."""
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
+    Heavy cases interleave, so both frameworks run under the same machine state (on a shared
+    machine it drifts). Each turn starts with one untimed call and then times `block` calls:
+    right after a switch, the other framework's state is still around - PyTorch's idle OpenMP
+    threads keep spinning on the cores for a while, and the heap holds the other framework's
+    freed memory - and timing that first call would charge one framework for the other's
+    leftovers. About `repeat` calls of each are timed."""
+    rounds = max(1, -(-repeat // block))
     times_a, times_b = [], []
-    for _ in range(repeat):
+    for _ in range(rounds):
         for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
     return statistics.median(times_a), statistics.median(times_b)
