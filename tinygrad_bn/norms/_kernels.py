@@ -292,6 +292,11 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
     return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
 
 
+def _fixed_statistics_scale(xp, invstd, w, xg):
+    """a = w invstd in x's dtype, prepared for blocks: with fixed statistics dx = a dy."""
+    return _expand_shared(xp, (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False), xg.shape)
+
+
 def _pooled_backward(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary, count, dx):
     """BatchNorm, whose sums run over the samples too: S1 = sum dy and S2 = sum dy (x - mu)
     (float64) in one pass, then dx = a dy + b x + (c - b mu) with per-channel coefficients in a
@@ -305,9 +310,7 @@ def _pooled_backward(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary, cou
     blocks = row_blocks(xg)
     sum_shape = tuple(1 if i in const else n for i, n in enumerate(xg.shape))
     centre = _expand_shared(xp, mean, xg.shape)
-    if fixed_stats:
-        fixed_a = _expand_shared(xp, (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False),
-                                 xg.shape)
+    fixed_a = _fixed_statistics_scale(xp, invstd, w, xg) if fixed_stats else None
 
     def sums(rows, scratch):
         dy_block = dyg[rows]
@@ -338,9 +341,7 @@ def _per_sample_backward(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary,
     fixed statistics) while the block is in the cache."""
     blocks = row_blocks(xg)
     centre = _expand_shared(xp, mean, xg.shape)
-    if fixed_stats:
-        fixed_a = _expand_shared(xp, (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False),
-                                 xg.shape)
+    fixed_a = _fixed_statistics_scale(xp, invstd, w, xg) if fixed_stats else None
 
     def one_pass(rows, scratch):
         dy_block = dyg[rows]
