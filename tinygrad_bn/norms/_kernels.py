@@ -135,8 +135,10 @@ def _sums(xp, block, axes, other=None):
     letters = "abcdefghijklmnop"[:pieces.ndim]
     if other is None:
         partial = xp.einsum(f"{letters}->{letters[:-1]}", pieces)
-    else:
+    elif hasattr(xp, "vecdot"):  # NumPy >= 2.0; einsum does the same, a little slower
         partial = xp.vecdot(pieces, _split_rows(other))
+    else:
+        partial = xp.einsum(f"{letters},{letters}->{letters[:-1]}", pieces, _split_rows(other))
     rows = partial.sum(axis=-1, dtype=xp.float64) if pieces.ndim > block.ndim else partial
     rest = tuple(a for a in axes if a != block.ndim - 1)
     total = rows.sum(axis=rest, keepdims=True, dtype=xp.float64) if rest else rows.astype(xp.float64)
