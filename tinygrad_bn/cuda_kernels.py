@@ -1,16 +1,20 @@
 """Optional fused CuPy kernels: the GPU fast path of BatchNorm-type normalization.
 
-The generic code (norms/_kernels.py) is written once against `xp` and runs on CuPy as it is;
-each array expression there launches its own kernel and allocates its own temporary. When `xp`
-is CuPy, these fused kernels replace the hot full-size expressions of the per-group path:
+The blocked kernels in norms/_kernels.py are written for NumPy. When `xp` is CuPy, the per-group
+normalizers (BatchNorm, InstanceNorm, GroupNorm) use these fused kernels instead, one pass each:
 
-    centred_square_sum: sum((x - mean)^2) over axes                      one reduction kernel
-    normalize_affine:  y  = (x - mean) * scale + shift                 one pass, one output
-    affine3:           dx = a * dy + b * x + c                          one pass, one output
-    sum_of_products:   sum(a * b) over axes, without materialising a*b  one reduction kernel
+    centred_square_sum:   sum((x - mean)^2) over axes                  one reduction kernel
+    centred_product_sum:  sum(dy (x - mean)) over axes                  one reduction kernel
+    normalize_affine:     y  = (x - mean) * scale + shift              one elementwise kernel
+    affine3:              dx = a * dy + b * x + c                       one elementwise kernel
 
-Each is compiled once, on first use (CuPy caches the compiled kernel), and has a generic twin in
-norms/_kernels.py that tests/norms/test_cuda_kernels.py compares it with on a GPU.
+Each is compiled once, on first use (CuPy caches the compiled kernel). The reductions take
+float16 inputs in float32 (a float16 sum of 65,536 values overflows). Every operand of one
+kernel must have the same dtype ("T").
+
+tests/norms/test_cuda_kernels.py compares each kernel with the array expression above, and
+BatchNorm on CUDA with BatchNorm on NumPy. It needs a GPU. On CPU, tests/norms/test_kernels.py
+runs the CuPy branch of norms/_kernels.py with NumPy stand-ins for these four functions.
 """
 import functools
 
@@ -39,10 +43,10 @@ def _kernels():
             "T x, T mean", "T out",
             "(x - mean) * (x - mean)", "a + b", "out = a", "0",
             "tinygrad_bn_centred_square_sum"),
-        "sum_of_products": cp.ReductionKernel(
-            "T a, T b", "T out",
-            "a * b", "a + b", "out = a", "0",
-            "tinygrad_bn_sum_of_products"),
+        "centred_product_sum": cp.ReductionKernel(
+            "T dy, T x, T mean", "T out",
+            "dy * (x - mean)", "a + b", "out = a", "0",
+            "tinygrad_bn_centred_product_sum"),
     }
 
 
@@ -56,11 +60,17 @@ def affine3(dy, x, a, b, c):
     return _kernels()["affine3"](dy, x, a, b, c)
 
 
-def sum_of_products(a, b, axes):
-    """sum(a * b) over axes with kept dims, in one reduction kernel."""
-    return _kernels()["sum_of_products"](a, b, axis=tuple(axes), keepdims=True)
+def _at_least_float32(*arrays):
+    """float16 arrays as float32 (for sums), others as they are."""
+    import cupy as cp
+    return [a.astype(cp.float32) if a.dtype == cp.float16 else a for a in arrays]
+
+
+def centred_product_sum(dy, x, mean, axes):
+    """sum(dy * (x - mean)) over axes with kept dims, in one reduction kernel."""
+    return _kernels()["centred_product_sum"](*_at_least_float32(dy, x, mean), axis=tuple(axes), keepdims=True)
 
 
 def centred_square_sum(x, mean, axes):
     """sum((x - mean)^2) over axes with kept dims, without materialising x - mean."""
-    return _kernels()["centred_square_sum"](x, mean, axis=tuple(axes), keepdims=True)
+    return _kernels()["centred_square_sum"](*_at_least_float32(x, mean), axis=tuple(axes), keepdims=True)

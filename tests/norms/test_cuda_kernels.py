@@ -27,7 +27,8 @@ def test_kernels_match_the_generic_expressions(arrays):
     assert cuda_kernels.available_for(cp)
     assert_close(cuda_kernels.normalize_affine(x, a, b, c).get(), ((x - a) * b + c).get(), atol=1e-12)
     assert_close(cuda_kernels.affine3(dy, x, a, b, c).get(), (a * dy + b * x + c).get(), atol=1e-12)
-    assert_close(cuda_kernels.sum_of_products(dy, x, (0, 2)).get(), (dy * x).sum(axis=(0, 2), keepdims=True).get(), atol=1e-10)
+    assert_close(cuda_kernels.centred_product_sum(dy, x, a, (0, 2)).get(),
+                 (dy * (x - a)).sum(axis=(0, 2), keepdims=True).get(), atol=1e-10)
     assert_close(cuda_kernels.centred_square_sum(x, a, (0, 2)).get(), ((x - a) ** 2).sum(axis=(0, 2), keepdims=True).get(), atol=1e-10)
 
 
@@ -45,3 +46,12 @@ def test_batchnorm_on_cuda_matches_numpy(training):
         outputs[device] = (y, x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var)
     for ours, ref in zip(outputs["cuda"], outputs["cpu"]):
         assert_close(ours, ref, atol=1e-10)
+
+
+def test_float16_sums_do_not_overflow():
+    """65,536 values of 2 per channel: a float16 sum would overflow (65,504), float32 does not."""
+    import cupy as cp
+    x = cp.full((64, 1, 1024), 2.0, dtype=cp.float16)
+    mean = cp.zeros((1, 1, 1), dtype=cp.float16)
+    assert float(cuda_kernels.centred_square_sum(x, mean, (0, 2)).get().item()) == 4.0 * 65536
+    assert float(cuda_kernels.centred_product_sum(x, x, mean, (0, 2)).get().item()) == 4.0 * 65536

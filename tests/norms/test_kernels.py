@@ -161,21 +161,60 @@ def test_an_empty_batch_has_no_blocks_and_gives_empty_results(group_shape, axes,
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_cupy_branch_with_numpy_stand_ins_for_the_fused_kernels(name, monkeypatch):
-    """The CuPy branch of the kernels (which array goes into which fused kernel, shapes, dtypes)
-    run on NumPy, with each fused kernel replaced by the array expression it stands for (the
-    ones tests/norms/test_cuda_kernels.py compares the real kernels with, on a GPU)."""
+def _one_dtype(*arrays):
+    """The fused CuPy kernels take every operand in one dtype ("T"); so must their stand-ins."""
+    dtypes = {a.dtype for a in arrays}
+    assert len(dtypes) == 1, f"a fused kernel would get mixed dtypes {dtypes}"
+    return arrays
+
+
+@pytest.fixture
+def numpy_stand_ins_for_the_fused_kernels(monkeypatch):
+    """The CuPy branch of the kernels, run on NumPy: each fused kernel replaced by the array
+    expression it stands for (the ones tests/norms/test_cuda_kernels.py compares the real kernels
+    with, on a GPU), refusing mixed dtypes as the real ones do."""
     from tinygrad_bn import cuda_kernels
+
+    def normalize_affine(x, mean, scale, shift):
+        x, mean, scale, shift = _one_dtype(x, mean, scale, shift)
+        return (x - mean) * scale + shift
+
+    def affine3(dy, x, a, b, c):
+        dy, x, a, b, c = _one_dtype(dy, x, a, b, c)
+        return a * dy + b * x + c
+
+    def wide(a):  # the real reductions sum float16 in float32
+        return a.astype(np.float32) if a.dtype == np.float16 else a
     monkeypatch.setattr(cuda_kernels, "available_for", lambda xp: True)
-    monkeypatch.setattr(cuda_kernels, "normalize_affine", lambda x, mean, scale, shift: (x - mean) * scale + shift)
-    monkeypatch.setattr(cuda_kernels, "affine3", lambda dy, x, a, b, c: a * dy + b * x + c)
-    monkeypatch.setattr(cuda_kernels, "sum_of_products",
-                        lambda a, b, axes: (a * b).sum(axis=tuple(axes), keepdims=True))
-    monkeypatch.setattr(cuda_kernels, "centred_square_sum",
-                        lambda x, mean, axes: ((x - mean) ** 2).sum(axis=tuple(axes), keepdims=True))
+    monkeypatch.setattr(cuda_kernels, "normalize_affine", normalize_affine)
+    monkeypatch.setattr(cuda_kernels, "affine3", affine3)
+    monkeypatch.setattr(cuda_kernels, "centred_product_sum", lambda dy, x, mean, axes: (
+        wide(dy) * (wide(x) - wide(mean))).sum(axis=tuple(axes), keepdims=True))
+    monkeypatch.setattr(cuda_kernels, "centred_square_sum", lambda x, mean, axes: (
+        (wide(x) - wide(mean)) ** 2).sum(axis=tuple(axes), keepdims=True))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_cupy_branch_with_numpy_stand_ins_for_the_fused_kernels(name, numpy_stand_ins_for_the_fused_kernels):
     test_training_matches_the_formulas_across_blocks(name, np.float64, 1e-10)
     if name.startswith("BatchNorm"):
         test_eval_with_running_statistics_across_blocks(CASES[name][0], CASES[name][1])
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("make", [lambda: tg.nn.BatchNorm2d(3), lambda: tg.nn.GroupNorm(3, 6),
+                                  lambda: tg.nn.InstanceNorm2d(6, affine=True, track_running_stats=True)],
+                         ids=["BatchNorm2d", "GroupNorm", "InstanceNorm2d"])
+def test_the_cupy_branch_with_float16_input_and_float32_parameters(make, training,
+                                                                    numpy_stand_ins_for_the_fused_kernels):
+    """float16 x with float32 w, b (which NumPy allows) reaches every fused kernel in one dtype."""
+    layer = make().train(training)
+    c = 3 if isinstance(layer, tg.nn.BatchNorm2d) else 6
+    x = tg.tensor(np.random.default_rng(6).standard_normal((4, c, 5, 5)).astype(np.float16), requires_grad=True)
+    y = layer(x)
+    y.backward(tg.tensor(np.ones(y.shape, np.float16)))
+    assert y.dtype == tg.float16 and x.grad.dtype == tg.float16
+    assert np.isfinite(y.detach().numpy()).all() and np.isfinite(x.grad.numpy()).all()
 
 
 def _run_layer(make, shape, seed=3):
@@ -240,3 +279,55 @@ def test_sums_without_vecdot_use_einsum():
     expected = (a * b).sum(axis=(0, 2), keepdims=True)
     assert_close(_kernels._sums(no_vecdot, a, (0, 2), b), expected, atol=1e-10)
     assert_close(_kernels._sums(np, a, (0, 2), b), expected, atol=1e-10)
+
+
+def test_concurrent_callers_share_the_worker_threads(monkeypatch):
+    """Several Python threads (the fake multi-rank world runs its ranks as threads) normalizing
+    at once, with different block counts, all finish and get the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    shapes = [(20, 6, 25, 30), (4, 6, 25, 30), (40, 6, 25, 30), (9, 6, 25, 30)] * 3
+    make = lambda: tg.nn.GroupNorm(3, 6)
+    expected = [_run_layer(make, shape) for shape in shapes]
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda shape: _run_layer(make, shape), shapes))
+    for got, want in zip(results, expected):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", [lambda: tg.nn.LayerNorm(64), lambda: tg.nn.RMSNorm(64)], ids=["LayerNorm", "RMSNorm"])
+def test_float16_rows_with_a_variance_beyond_float16_range(make):
+    """std 400 puts the variance (160,000) beyond float16's 65,504. invstd comes from the float64
+    sum, so y is still the normalized input (it used to be all zeros)."""
+    x_np = (np.random.default_rng(7).standard_normal((4, 64)) * 400).astype(np.float16)
+    layer = make().half()
+    y = layer(tg.tensor(x_np)).detach().numpy().astype(np.float64)
+    x64 = x_np.astype(np.float64)
+    centred = x64 - x64.mean(axis=1, keepdims=True) if isinstance(layer, tg.nn.LayerNorm) else x64
+    scale = np.sqrt((centred ** 2).mean(axis=1, keepdims=True))
+    assert_close(y, centred / scale, atol=1e-2, rtol=1e-2, what="float16 y")
+
+
+def test_float16_layernorm_parameter_gradients_sum_many_rows_in_float32():
+    """db sums 120,000 rows of 0.5: 60,000 (float16 can hold it), not a float16 running sum."""
+    rows, d = 120_000, 8
+    x_np = np.random.default_rng(8).standard_normal((rows, d)).astype(np.float16)
+    layer = tg.nn.LayerNorm(d).half()
+    layer(tg.tensor(x_np)).backward(tg.tensor(np.full((rows, d), 0.5, np.float16)))
+    assert_close(layer.bias.grad.numpy().astype(np.float64), np.full(d, 60000.0), atol=0, rtol=1e-3, what="db")
+    x64 = x_np.astype(np.float64)
+    x_hat = (x64 - x64.mean(axis=1, keepdims=True)) / np.sqrt(x64.var(axis=1, keepdims=True) + 1e-5)
+    assert_close(layer.weight.grad.numpy().astype(np.float64), 0.5 * x_hat.sum(axis=0), atol=2.0, rtol=2e-2,
+                 what="dw")
+
+
+def test_rows_that_do_not_split_into_4096_value_pieces_keep_their_precision():
+    """A prime row length is summed as 4096-value pieces plus a remainder, not as one long
+    float32 sum: LayerNorm's float32 output stays within 3e-6 of float64."""
+    d = 1_048_573  # prime
+    x_np = (np.random.default_rng(9).standard_normal((2, d)) + 3).astype(np.float32)
+    y = tg.nn.functional.layer_norm(tg.tensor(x_np), [d]).numpy().astype(np.float64)
+    x64 = x_np.astype(np.float64)
+    y_ref = (x64 - x64.mean(axis=1, keepdims=True)) / np.sqrt(x64.var(axis=1, keepdims=True) + 1e-5)
+    assert np.abs(y - y_ref).max() < 3e-6

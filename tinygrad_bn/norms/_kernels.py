@@ -28,16 +28,16 @@ per operation and uses one core):
     NumPy's inner loop once per row of L values and costs about 2.5x a contiguous one. When a
     coefficient is the same for every sample (BatchNorm) it is expanded once to one sample's shape
     (1, C, L), and every per-element operation with it is contiguous (`_expand_shared`).
-  - Sums run over rows in the array's dtype in pieces of at most 4096 values (einsum, vecdot), and
-    the pieces are added in float64 (`_sums`).
+  - Sums run over rows in the array's dtype in pieces of 4096 values (einsum, vecdot), and the
+    pieces are added in float64 (`_row_totals`).
 
 On CuPy the per-group formulas run as fused elementwise and reduction kernels instead
 (tinygrad_bn/cuda_kernels.py).
 """
-import functools
 import math
 import os
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy
@@ -78,18 +78,19 @@ def worker_threads():
     return max(1, min(4, cpus))
 
 
-_executor = {"pid": None, "threads": 0, "pool": None}
+_pools = {}                       # (process id, thread count) -> ThreadPoolExecutor
+_pools_lock = threading.Lock()
 
 
 def _pool(threads):
-    """The worker threads, started on first use, and again after a fork (the child has none) or
-    when the thread count changes (the old pool's threads then exit)."""
-    if _executor["pid"] != os.getpid() or _executor["threads"] != threads:
-        if _executor["pid"] == os.getpid():
-            _executor["pool"].shutdown(wait=False)
-        _executor.update(pid=os.getpid(), threads=threads,
-                         pool=ThreadPoolExecutor(threads, thread_name_prefix="tinygrad_bn-blocks"))
-    return _executor["pool"]
+    """The worker threads for this process and thread count, started on first use. A forked
+    child has a new process id, so it starts its own (it inherits none of the parent's threads).
+    Pools are never shut down: another caller may be using one."""
+    key = (os.getpid(), threads)
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="tinygrad_bn-blocks")
+        return _pools[key]
 
 
 def _for_each_block(xp, xg, blocks, work, scratch_arrays=0):
@@ -97,7 +98,8 @@ def _for_each_block(xp, xg, blocks, work, scratch_arrays=0):
 
     On NumPy, with more than one block and worker thread, the calls run on the threads. Each call
     gets `scratch_arrays` block-sized temporaries of its own (taken from, and given back to, a
-    queue holding one set per thread). `work` writes only its own rows of any output."""
+    queue holding one set per running call). `work` writes only its own rows of any output, and
+    must not call _for_each_block itself: the pool's threads would wait on each other."""
     threads = min(worker_threads(), len(blocks))
     if threads <= 1 or xp is not numpy:
         scratch = [_scratch(xp, xg, blocks) for _ in range(scratch_arrays)]
@@ -112,7 +114,7 @@ def _for_each_block(xp, xg, blocks, work, scratch_arrays=0):
             return work(rows, *scratch)
         finally:
             spare.put(scratch)
-    return list(_pool(threads).map(run, blocks))
+    return list(_pool(worker_threads()).map(run, blocks))
 
 
 def _total(xp, partials, shape):
@@ -124,42 +126,60 @@ def _total(xp, partials, shape):
 
 
 def _sums(xp, block, axes, other=None):
-    """sum(block) or sum(block * other) over `axes` (which include the last), kept dims, float64.
-
-    Each row of the last axis is summed in the array's dtype (einsum and vecdot: the fastest
-    NumPy reductions) in pieces of at most 4096 values, and the pieces in float64: as precise as
-    NumPy's pairwise sum, and about three times faster."""
-    if block.dtype == xp.float16:  # float16 rows would overflow
-        block, other = block.astype(xp.float32), (None if other is None else other.astype(xp.float32))
-    pieces = _split_rows(block)
-    letters = "abcdefghijklmnop"[:pieces.ndim]
-    if other is None:
-        partial = xp.einsum(f"{letters}->{letters[:-1]}", pieces)
-    elif hasattr(xp, "vecdot"):  # NumPy >= 2.0; einsum does the same, a little slower
-        partial = xp.vecdot(pieces, _split_rows(other))
-    else:
-        partial = xp.einsum(f"{letters},{letters}->{letters[:-1]}", pieces, _split_rows(other))
-    rows = partial.sum(axis=-1, dtype=xp.float64) if pieces.ndim > block.ndim else partial
+    """sum(block) or sum(block * other) over `axes` (which include the last), kept dims, float64:
+    each row of the last axis by _row_totals, then the rows in float64."""
+    rows = _row_totals(xp, block, other)
     rest = tuple(a for a in axes if a != block.ndim - 1)
-    total = rows.sum(axis=rest, keepdims=True, dtype=xp.float64) if rest else rows.astype(xp.float64)
+    total = rows.sum(axis=rest, keepdims=True) if rest else rows
     return total[..., None]
 
 
 _PIECE = 4096
 
 
-@functools.lru_cache(maxsize=None)
-def _piece_length(n):
-    """The longest piece length <= _PIECE (and >= 256) that divides n, or n itself."""
-    if n <= _PIECE:
-        return n
-    return next((p for p in range(_PIECE, 255, -1) if n % p == 0), n)
+def _row_totals(xp, a, b=None):
+    """sum(a) or sum(a * b) along the last axis, in float64: in pieces of _PIECE values (and one
+    shorter remainder) summed in a's dtype - float32 for float16, which would overflow - with
+    einsum and vecdot, the fastest NumPy reductions; then the pieces in float64. As precise as
+    NumPy's pairwise sum, and about three times faster."""
+    if a.dtype == xp.float16:
+        a, b = a.astype(xp.float32), (None if b is None else b.astype(xp.float32))
+    n = a.shape[-1]
+    if n == 0:
+        return xp.zeros(a.shape[:-1], dtype=xp.float64)
+    whole = n - n % _PIECE if n > _PIECE else 0
+    total = 0.0
+    if whole:
+        split = a.shape[:-1] + (whole // _PIECE, _PIECE)
+        pieces = _piece_sums(xp, a[..., :whole].reshape(split),
+                             None if b is None else b[..., :whole].reshape(split))
+        total = pieces.sum(axis=-1, dtype=xp.float64)
+    if whole < n:
+        total = total + _piece_sums(xp, a[..., whole:], None if b is None else b[..., whole:]).astype(xp.float64)
+    return total
 
 
-def _split_rows(a):
-    """a with its last axis split into pieces of _piece_length values (a view)."""
-    piece = _piece_length(a.shape[-1])
-    return a if piece == a.shape[-1] else a.reshape(a.shape[:-1] + (a.shape[-1] // piece, piece))
+def _piece_sums(xp, a, b=None):
+    """sum(a) or sum(a * b) along the last axis, in a's dtype."""
+    letters = "abcdefghijklmnop"[:a.ndim]
+    if b is None:
+        return xp.einsum(f"{letters}->{letters[:-1]}", a)
+    if hasattr(xp, "vecdot"):  # NumPy >= 2.0; einsum does the same, a little slower
+        return xp.vecdot(a, b)
+    return xp.einsum(f"{letters},{letters}->{letters[:-1]}", a, b)
+
+
+def _column_totals(xp, a, b=None):
+    """sum(a) or sum(a * b) over the rows of a (rows, D) block, in float64: in groups of at most
+    _PIECE rows summed in a's dtype (float32 for float16), the groups in float64."""
+    if a.dtype == xp.float16:
+        a, b = a.astype(xp.float32), (None if b is None else b.astype(xp.float32))
+    total = xp.zeros(a.shape[1], dtype=xp.float64)
+    for start in range(0, a.shape[0], _PIECE):
+        rows = slice(start, start + _PIECE)
+        part = xp.einsum("rd->d", a[rows]) if b is None else xp.einsum("rd,rd->d", a[rows], b[rows])
+        total += part
+    return total
 
 
 def _expand_shared(xp, coefficient, shape):
@@ -219,8 +239,11 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
             mean = xg.mean(axis=axes, keepdims=True)
             var = cuda_kernels.centred_square_sum(xg, mean, axes) / max(xg.size // mean.size, 1)
             invstd = (1.0 / xp.sqrt(var + eps)).astype(xg.dtype, copy=False)
-        scale = invstd * w if w is not None else invstd
-        shift = bias.reshape(param_group_shape) if bias is not None else xp.zeros_like(scale)
+            var = var.astype(xg.dtype, copy=False)
+        # one dtype for every operand of the fused kernel (float16 x may come with float32 w, b)
+        scale = (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False)
+        shift = (bias.reshape(param_group_shape).astype(xg.dtype, copy=False) if bias is not None
+                 else xp.zeros_like(scale))
         return cuda_kernels.normalize_affine(xg, mean, scale, shift), mean, invstd, var
     blocks = row_blocks(xg)
     stats_per_block = invstd is None and 0 not in axes
@@ -261,8 +284,9 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
 
 
 def _dx_coefficients(s1, s2, invstd, w, vary, count):
-    """a, b, c of dx = a dy + b (x - mu) + c (float64) from S1 = sum dy and S2 = sum dy (x - mu)
-    (float64) over the axes w is constant along, for the statistics groups they cover."""
+    """a, b, c of dx = a dy + b (x - mu) + c from S1 = sum dy and S2 = sum dy (x - mu) over the
+    axes w is constant along, for the statistics groups they cover (in the sums' dtype: float64
+    on NumPy)."""
     ws1, ws2 = (s1 * w, s2 * w) if w is not None else (s1, s2)
     mean_g_hat = (ws1.sum(axis=vary, keepdims=True) if vary else ws1) / count
     mean_g_hat_x_hat = invstd * (ws2.sum(axis=vary, keepdims=True) if vary else ws2) / count
@@ -281,9 +305,9 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
     count = math.prod(xg.shape[a] for a in axes)  # values per statistics group
     if cuda_kernels.available_for(xp):
         s1 = dyg.sum(axis=const, keepdims=True)
-        s2 = cuda_kernels.sum_of_products(dyg, xg, const) - mean * s1
+        s2 = cuda_kernels.centred_product_sum(dyg, xg, mean, const)
         if fixed_stats:
-            dx = dyg * (invstd * w if w is not None else invstd)
+            dx = dyg * (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False)
         else:
             a, b, c = (k.astype(xg.dtype) for k in _dx_coefficients(s1, s2, invstd, w, vary, count))
             dx = cuda_kernels.affine3(dyg, xg, a, b, c - b * mean)
@@ -384,22 +408,25 @@ def _reduce_to(stat, param_group_shape):
 def rows_forward(xp, xg, weight, bias, center, eps):
     """LayerNorm (center=True) and RMSNorm (center=False) on the (rows, D) view: every row
     normalized over its D values, then y = x_hat * w + b with w, b along D. One pass: each
-    block's statistics, then its y. Returns y, mean (None for RMSNorm), invstd, var."""
+    block's statistics, then its y. Returns y, mean (None for RMSNorm), invstd (x's dtype) and
+    the variance or mean square (float64)."""
     d = xg.shape[1]
     y = xp.empty(xg.shape, dtype=xg.dtype)
     stat_shape = (xg.shape[0], 1)
     mean = xp.empty(stat_shape, dtype=xg.dtype) if center else None
-    var, invstd = xp.empty(stat_shape, dtype=xg.dtype), xp.empty(stat_shape, dtype=xg.dtype)
+    invstd = xp.empty(stat_shape, dtype=xg.dtype)
+    var = xp.empty(stat_shape, dtype=xp.float64)  # kept in float64: a float16 variance may overflow
 
     def normalize_rows(rows):
         block, y_block = xg[rows], y[rows]
         if center:
             mean[rows] = _sums(xp, block, (1,)) / d
             xp.subtract(block, mean[rows], out=y_block)
-            var[rows] = _sums(xp, y_block, (1,), y_block) / d
+            block_var = _sums(xp, y_block, (1,), y_block) / d
         else:
-            var[rows] = _sums(xp, block, (1,), block) / d   # the mean square
-        invstd[rows] = 1.0 / xp.sqrt(var[rows].astype(xp.float64) + eps)
+            block_var = _sums(xp, block, (1,), block) / d   # the mean square
+        var[rows] = block_var
+        invstd[rows] = 1.0 / xp.sqrt(block_var + eps)
         xp.multiply(y_block if center else block, invstd[rows], out=y_block)
         if weight is not None:
             y_block *= weight.reshape(1, d)
@@ -433,8 +460,8 @@ def rows_backward(xp, dyg, xg, weight, mean, invstd, center, has_bias):
         if center:
             dx_block -= (_sums(xp, g, (1,)) / d).astype(xg.dtype)
         dx_block *= inv
-        block_dw = xp.einsum("rd,rd->d", dy_block, x_hat) if w is not None else None
-        block_db = xp.einsum("rd->d", dy_block) if has_bias else None
+        block_dw = _column_totals(xp, dy_block, x_hat) if w is not None else None
+        block_db = _column_totals(xp, dy_block) if has_bias else None
         return block_dw, block_db
     partials = _for_each_block(xp, xg, row_blocks(xg), gradient_rows, scratch_arrays=2)
     dw = _total(xp, (p[0] for p in partials), (d,)).astype(xg.dtype) if w is not None else None

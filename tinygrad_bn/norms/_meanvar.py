@@ -26,7 +26,6 @@ Double backward: the fused backward is its own node (`NormalizeBackward`). Its b
 vector-Jacobian product of `composed_backward`, the same formulas written with primitive Tensor
 ops. That composed version is also the test oracle for the fused one.
 """
-from tinygrad_bn import cuda_kernels
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled
 from tinygrad_bn.norms._kernels import (aligned_backward, aligned_forward, is_aligned, rows_backward,
@@ -48,23 +47,14 @@ def _stats(xp, xg, axes, center, eps):
     return mean, var, invstd.astype(xg.dtype, copy=False)
 
 
-def _sum_of_products(xp, a, b, axes):
-    """sum(a * b) over axes, kept dims, without materialising a * b (einsum reads both once)."""
-    if cuda_kernels.available_for(xp):
-        return cuda_kernels.sum_of_products(a, b, axes)
-    letters = "abcdefghijklmnop"[:a.ndim]
-    kept = "".join(c for i, c in enumerate(letters) if i not in axes)
-    out = xp.einsum(f"{letters},{letters}->{kept}", a, b)
-    return out.reshape([1 if i in axes else n for i, n in enumerate(a.shape)])
-
-
 class Normalize(Function):
     """y = (x - mu) * invstd * w + b over a grouping of x; see the module docstring.
 
     Inputs: x, and optionally w and b (Tensors, shape broadcastable as `param_shape`).
     `param_group_shape`: the parameters' shape in the grouped view (BN: (1, C, 1); LN: (1, D);
-    GN on (N, G, C/G, HW): (1, G, C/G, 1)). It selects a fast path: per-group constants when the
-    parameters are constant within each statistics group (BN, IN), row blocks otherwise.
+    GN on (N, G, C/G, HW): (1, G, C/G, 1)). It selects a blocked kernel of norms/_kernels.py:
+    "per group" when the parameters are constant along the spatial axis (BN, IN, GN), "rows" for
+    the (rows, D) view of LN and RMSNorm (see _fast_kernel).
     With `mean`/`invstd` given (arrays shaped like the statistics) they are used as constants
     (BatchNorm eval); otherwise they are computed from x.
     Outputs: y, and - not differentiable, for running-statistics updates - the batch mean and
