@@ -100,7 +100,8 @@ def _for_each_block(xp, xg, blocks, work, scratch_arrays=0):
     gets `scratch_arrays` block-sized temporaries of its own (taken from, and given back to, a
     queue holding one set per running call). `work` writes only its own rows of any output, and
     must not call _for_each_block itself: the pool's threads would wait on each other."""
-    threads = min(worker_threads(), len(blocks))
+    workers = worker_threads()
+    threads = min(workers, len(blocks))
     if threads <= 1 or xp is not numpy:
         scratch = [_scratch(xp, xg, blocks) for _ in range(scratch_arrays)]
         return [work(rows, *scratch) for rows in blocks]
@@ -114,7 +115,7 @@ def _for_each_block(xp, xg, blocks, work, scratch_arrays=0):
             return work(rows, *scratch)
         finally:
             spare.put(scratch)
-    return list(_pool(worker_threads()).map(run, blocks))
+    return list(_pool(workers).map(run, blocks))
 
 
 def _total(xp, partials, shape):
@@ -260,7 +261,7 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
         # Statistics shared by the samples (BN training; given ones): y = x * alpha + beta with
         # alpha = invstd w and beta = b - mu alpha, as PyTorch's CPU kernel computes it: two
         # contiguous operations per block. (Its rounding error grows with |mu| / sigma, as
-        # PyTorch's does; the backward below centres x first.)
+        # PyTorch's does; see _pooled_backward for the measured size of that.)
         alpha = invstd * w if w is not None else invstd
         beta = (bias.reshape(param_group_shape) - mean * alpha) if bias is not None else -mean * alpha
         alpha, beta = _expand_shared(xp, alpha, xg.shape), _expand_shared(xp, beta, xg.shape)
