@@ -154,7 +154,7 @@ def test_an_empty_batch_has_no_blocks_and_gives_empty_results(group_shape, axes,
     stat_shape = tuple(1 if i in axes else n for i, n in enumerate(group_shape))
     given = (np.zeros(stat_shape, np.float32), np.ones(stat_shape, np.float32)) if given_statistics else (None, None)
     y, mean, invstd, _ = _kernels.aligned_forward(np, x, w, w, param_view, axes, 1e-5, *given)
-    dx, (dw, db) = _kernels.aligned_backward(np, x, x, w, mean, invstd, given_statistics, param_view, axes)
+    dx, dw, db = _kernels.aligned_backward(np, x, x, w, mean, invstd, given_statistics, param_view, axes)
     assert y.shape == dx.shape == group_shape
     assert_close(dw.reshape(-1), np.zeros(w.size), atol=0, what="dw of nothing")
     assert_close(db.reshape(-1), np.zeros(w.size), atol=0, what="db of nothing")

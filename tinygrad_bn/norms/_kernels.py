@@ -62,6 +62,16 @@ def is_aligned(param_group_shape, axes, center, ndim):
             and param_group_shape[-1] == 1)
 
 
+def _kept_shape(shape, axes):
+    """The shape of a sum over `axes` with kept dims."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _times_weight(invstd, w):
+    """a = w invstd (invstd alone without a weight)."""
+    return invstd * w if w is not None else invstd
+
+
 def _scratch(xp, xg, blocks):
     """One block's worth of temporary space."""
     rows = min(blocks[0].stop, xg.shape[0]) if blocks else 0
@@ -203,7 +213,7 @@ def _pooled_statistics(xp, xg, axes, blocks):
     close to the mean nothing cancels ("shifted data" variance; Chan, Golub & LeVeque 1983)."""
     count = math.prod(xg.shape[a] for a in axes)
     if count == 0:  # no samples: NaN statistics, as the mean of nothing is
-        nan = xp.full(tuple(1 if i in axes else n for i, n in enumerate(xg.shape)), xp.nan)
+        nan = xp.full(_kept_shape(xg.shape, axes), xp.nan)
         return nan, nan
     first = xg[blocks[0]]
     shift = (_sums(xp, first, axes) / (count // xg.shape[0] * first.shape[0])).astype(xg.dtype)
@@ -242,14 +252,14 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
             invstd = (1.0 / xp.sqrt(var + eps)).astype(xg.dtype, copy=False)
             var = var.astype(xg.dtype, copy=False)
         # one dtype for every operand of the fused kernel (float16 x may come with float32 w, b)
-        scale = (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False)
+        scale = _times_weight(invstd, w).astype(xg.dtype, copy=False)
         shift = (bias.reshape(param_group_shape).astype(xg.dtype, copy=False) if bias is not None
                  else xp.zeros_like(scale))
         return cuda_kernels.normalize_affine(xg, mean, scale, shift), mean, invstd, var
     blocks = row_blocks(xg)
     stats_per_block = invstd is None and 0 not in axes
     if invstd is None:
-        stat_shape = tuple(1 if i in axes else n for i, n in enumerate(xg.shape))
+        stat_shape = _kept_shape(xg.shape, axes)
         if stats_per_block:
             mean, var, invstd = (xp.empty(stat_shape, dtype=xg.dtype) for _ in range(3))
         else:
@@ -262,7 +272,7 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
         # alpha = invstd w and beta = b - mu alpha, as PyTorch's CPU kernel computes it: two
         # contiguous operations per block. (Its rounding error grows with |mu| / sigma, as
         # PyTorch's does; see _pooled_backward for the measured size of that.)
-        alpha = invstd * w if w is not None else invstd
+        alpha = _times_weight(invstd, w)
         beta = (bias.reshape(param_group_shape) - mean * alpha) if bias is not None else -mean * alpha
         alpha, beta = _expand_shared(xp, alpha, xg.shape), _expand_shared(xp, beta, xg.shape)
 
@@ -277,7 +287,7 @@ def aligned_forward(xp, xg, weight, bias, param_group_shape, axes, eps, mean=Non
         block_mean, block_var, centred = _sample_statistics(xp, xg[rows], axes, scratch)
         mean[rows], var[rows] = block_mean, block_var
         invstd[rows] = 1.0 / xp.sqrt(block_var + eps)
-        y_block = xp.multiply(centred, invstd[rows] * w if w is not None else invstd[rows], out=y[rows])
+        y_block = xp.multiply(centred, _times_weight(invstd[rows], w), out=y[rows])
         if shift is not None:
             y_block += shift
     _for_each_block(xp, xg, blocks, normalize_samples, scratch_arrays=1)
@@ -291,15 +301,15 @@ def _dx_coefficients(s1, s2, invstd, w, vary, count):
     ws1, ws2 = (s1 * w, s2 * w) if w is not None else (s1, s2)
     mean_g_hat = (ws1.sum(axis=vary, keepdims=True) if vary else ws1) / count
     mean_g_hat_x_hat = invstd * (ws2.sum(axis=vary, keepdims=True) if vary else ws2) / count
-    a = invstd * w if w is not None else invstd
+    a = _times_weight(invstd, w)
     b = -invstd * invstd * mean_g_hat_x_hat
     c = -invstd * mean_g_hat
     return a, b, c
 
 
 def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group_shape, axes):
-    """(dx, (dw, db)) in the grouped view (dw, db per parameter group, before reshaping); see the
-    module docstring. dx is the one new full-size array."""
+    """(dx, dw, db) in the grouped view (dw, db per parameter group, before reshaping; dw None
+    without a weight); see the module docstring. dx is the one new full-size array."""
     const = tuple(ax for ax in axes if param_group_shape[ax] == 1)
     vary = tuple(ax for ax in axes if param_group_shape[ax] != 1)
     w = weight.reshape(param_group_shape) if weight is not None else None
@@ -308,20 +318,20 @@ def aligned_backward(xp, dyg, xg, weight, mean, invstd, fixed_stats, param_group
         s1 = dyg.sum(axis=const, keepdims=True)
         s2 = cuda_kernels.centred_product_sum(dyg, xg, mean, const)
         if fixed_stats:
-            dx = dyg * (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False)
+            dx = dyg * _times_weight(invstd, w).astype(xg.dtype, copy=False)
         else:
             a, b, c = (k.astype(xg.dtype) for k in _dx_coefficients(s1, s2, invstd, w, vary, count))
             dx = cuda_kernels.affine3(dyg, xg, a, b, c - b * mean)
-        return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
+        return (dx,) + _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
     kernel = _pooled_backward if 0 in const else _per_sample_backward
     dx = xp.empty(xg.shape, dtype=xg.dtype)
     s1, s2 = kernel(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary, count, dx)
-    return dx, _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
+    return (dx,) + _parameter_gradients(s1, s2, invstd, weight, param_group_shape, xg.dtype)
 
 
 def _fixed_statistics_scale(xp, invstd, w, xg):
     """a = w invstd in x's dtype, prepared for blocks: with fixed statistics dx = a dy."""
-    return _expand_shared(xp, (invstd * w if w is not None else invstd).astype(xg.dtype, copy=False), xg.shape)
+    return _expand_shared(xp, _times_weight(invstd, w).astype(xg.dtype, copy=False), xg.shape)
 
 
 def _pooled_backward(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary, count, dx):
@@ -335,7 +345,7 @@ def _pooled_backward(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary, cou
     less accurate (1.4e-6 relative) at 1000. S2 keeps x - mu: it feeds dw directly, and dw lost
     3.8e-4 of its value at |mu| / sigma = 1000 without it."""
     blocks = row_blocks(xg)
-    sum_shape = tuple(1 if i in const else n for i, n in enumerate(xg.shape))
+    sum_shape = _kept_shape(xg.shape, const)
     centre = _expand_shared(xp, mean, xg.shape)
     fixed_a = _fixed_statistics_scale(xp, invstd, w, xg) if fixed_stats else None
 
@@ -386,7 +396,7 @@ def _per_sample_backward(xp, dyg, xg, w, mean, invstd, fixed_stats, const, vary,
         return block_s1, block_s2
     partials = _for_each_block(xp, xg, blocks, one_pass, scratch_arrays=1)
     if not partials:
-        empty = xp.zeros(tuple(1 if i in const else n for i, n in enumerate(xg.shape)), dtype=xp.float64)
+        empty = xp.zeros(_kept_shape(xg.shape, const), dtype=xp.float64)
         return empty, empty
     return xp.concatenate([p[0] for p in partials]), xp.concatenate([p[1] for p in partials])
 

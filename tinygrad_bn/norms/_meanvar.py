@@ -143,13 +143,17 @@ class NormalizeBackward(Function):
         weight = maybe_weight[0] if has_weight else None
         self.save_for_backward(dy=dy, x=x, **({"weight": weight} if weight is not None else {}))
         kernel = _fast_kernel(group_shape, axes, center, param_group_shape, fixed_stats)
-        if kernel is not None:
-            fast = self._aligned if kernel == "per-group" else self._rows
-            grads = fast(dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
-                         param_group_shape, center, has_bias)
+        if kernel is not None:  # the blocked kernels of norms/_kernels.py, on the grouped view
+            dyg, xg = dy.reshape(group_shape), x.reshape(group_shape)
+            if kernel == "per-group":
+                dx, dw, db = aligned_backward(self.xp, dyg, xg, weight, mean, invstd, fixed_stats,
+                                              param_group_shape, axes)
+            else:
+                dx, dw, db = rows_backward(self.xp, dyg, xg, weight, mean, invstd, center, has_bias)
+            grads = [dx.reshape(x.shape)] + ([dw.reshape(weight.shape)] if has_weight else [])
             if has_bias:  # db in the composed version's shape, which double backward relies on
-                grads = grads[:-1] + (grads[-1].reshape(_param_size_shape(param_shape, x.ndim)),)
-            return grads
+                grads.append(db.reshape(_param_size_shape(param_shape, x.ndim)))
+            return tuple(grads)
         xg = x.reshape(group_shape)
         x_hat = (xg - mean if mean is not None else xg) * invstd          # grouped view
         g_hat = dy * weight.reshape(param_shape) if weight is not None else dy
@@ -170,31 +174,6 @@ class NormalizeBackward(Function):
             grads.append((dy * x_hat.reshape(x.shape)).sum(axis=reduce_axes).reshape(weight.shape))
         if has_bias:
             grads.append(dy.sum(axis=reduce_axes).reshape(_param_size_shape(param_shape, x.ndim)))
-        return tuple(grads)
-
-    def _aligned(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes,
-                 param_group_shape, center, has_bias):
-        """Fast path when w is constant along the spatial axis (BN, IN, GN): dx = a dy + b (x - mu) + c
-        with per-group a, b, c, block by block (norms/_kernels.py has the derivation)."""
-        dx, (dw, db) = aligned_backward(self.xp, dy.reshape(group_shape), x.reshape(group_shape),
-                                        weight, mean, invstd, fixed_stats, param_group_shape, axes)
-        grads = [dx.reshape(x.shape)]
-        if weight is not None:
-            grads.append(dw.reshape(weight.shape))
-        if has_bias:
-            grads.append(db.reshape(-1))
-        return tuple(grads)
-
-    def _rows(self, dy, x, weight, mean, invstd, fixed_stats, group_shape, axes, pview, center,
-              has_bias):
-        """LN and RMSNorm on the (rows, D) view (norms/_kernels.py)."""
-        dx, dw, db = rows_backward(self.xp, dy.reshape(group_shape), x.reshape(group_shape), weight,
-                                   mean, invstd, center, has_bias)
-        grads = [dx.reshape(x.shape)]
-        if weight is not None:
-            grads.append(dw.reshape(weight.shape))
-        if has_bias:
-            grads.append(db.reshape(-1))
         return tuple(grads)
 
     def backward(self, *gg):
