@@ -141,6 +141,31 @@ def is_array(obj):
     return cp is not None and isinstance(obj, cp.ndarray)
 
 
+def read_only_view(array):
+    """A view of `array` that refuses writes (NumPy and fakegpu; CuPy has no read-only arrays, so
+    a CuPy array comes back as is). Function.apply hands these to user-written forwards."""
+    if isinstance(array, np.ndarray):
+        view = array.view()
+        view.flags.writeable = False
+        return view
+    if isinstance(array, FakeArray):
+        view = array._a.view()
+        view.flags.writeable = False
+        return FakeArray(view)
+    return array
+
+
+def make_writable(array):
+    """Undo read_only_view on a forward's result (a view of a read-only input) where the memory
+    itself is writable; an array that was read-only to begin with stays so."""
+    inner = array._a if isinstance(array, FakeArray) else array
+    if isinstance(inner, np.ndarray) and not inner.flags.writeable:
+        try:
+            inner.flags.writeable = True
+        except ValueError:
+            pass  # a view of memory that was read-only before forward (np.broadcast_to)
+
+
 class _CudaDeviceScope:
     """`with device_scope(dev):` makes cuda:N current while arrays are created there."""
 

@@ -7,9 +7,21 @@
    its edges: to the producing node's buffer, or into a leaf tensor's `.grad`.
 3. Free. Unless retain_graph, each node drops its saved arrays as soon as its backward has run.
 """
+import warnings
 import weakref
 
+from tinygrad_bn.autograd import function as _function
 from tinygrad_bn.autograd.grad_mode import set_grad_enabled
+
+
+def anomaly_mode_enabled():
+    """The hook anomaly mode (tg.autograd.detect_anomaly / set_detect_anomaly) plugs into.
+
+    The engine consults it only when a backward breaks the contract in a way it can repair: a
+    gradient of another dtype than its input (cast, as PyTorch does) or None for an input that
+    requires grad (warned). Under anomaly mode both raise instead. Until anomaly mode exists this
+    says False."""
+    return False
 
 
 def topological_order(root_nodes, oldest_seq=-1):
@@ -99,6 +111,7 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
     # memory already given to a leaf's .grad, or owned by the caller: never given out twice
     handed_out = {_memory_owner(g.data) for g in root_grads}
     captured = {} if inputs is not None else None
+    got_none = {}  # input index -> (node, i): a backward returned None on the way to that input
     input_ids = {id(t): i for i, t in enumerate(inputs)} if inputs is not None else None
     for root, grad in zip(roots, root_grads):
         node = root.grad_fn
@@ -167,9 +180,13 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
                 grads_in = (grads_in,)
             if not retain_graph:
                 node.release()
-            _check_gradients(node, grads_in)
-            for edge, grad in zip(node.next_edges, grads_in):
-                if edge is None or grad is None:
+            grads_in = _check_gradients(node, grads_in)
+            for i, (edge, grad) in enumerate(zip(node.next_edges, grads_in)):
+                if edge is None:
+                    continue
+                if grad is None:
+                    if captured is not None and edge[0] is None and id(edge[1]) in input_ids:
+                        got_none.setdefault(input_ids[id(edge[1])], (node, i))
                     continue
                 parent, where = edge
                 if parent is None:  # a leaf
@@ -188,6 +205,13 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
         return None
     result = []
     for i, t in enumerate(inputs):
+        if i not in captured and not allow_unused and i in got_none:
+            node, k = got_none[i]
+            raise RuntimeError(
+                f"autograd.grad: input {i} (shape {list(t.shape)}) got no gradient: it is used in "
+                f"the graph, but {type(node).__name__}.backward returned None as the gradient of "
+                f"its input {k} ({_input_name(node, k)!r}). Return a gradient (zeros if it really "
+                f"is zero), or pass allow_unused=True to get None for it")
         if i not in captured and not allow_unused:
             raise RuntimeError(
                 f"autograd.grad: input {i} (shape {list(t.shape)}) was not used in the graph of "
@@ -212,14 +236,56 @@ def _complete(node, slot):
 
 
 def _check_gradients(node, grads):
-    """A backward must return one gradient per input, each of its input's shape."""
+    """A backward must return one Tensor gradient per input, each of its input's shape; one of
+    another dtype is cast to the input's (PyTorch does the same), None for an input that requires
+    grad is warned about. Returns the (possibly cast) gradients."""
     if len(grads) != len(node.next_edges):
         raise RuntimeError(f"function {node.name} returned an incorrect number of gradients "
                            f"(expected {len(node.next_edges)}, got {len(grads)})")
-    for i, (grad, (shape, dtype)) in enumerate(zip(grads, node.input_meta)):
-        if grad is not None and tuple(grad.shape) != tuple(shape):
+    cast = None
+    for i, (grad, (shape, dtype), edge) in enumerate(zip(grads, node.input_meta, node.next_edges)):
+        if grad is None:
+            if edge is not None:
+                _none_gradient(node, i)
+            continue
+        if type(grad) is not _tensor_class():
+            from tinygrad_bn.tensor import Tensor
+            if not isinstance(grad, Tensor):
+                raise TypeError(f"function {node.name} returned a {type(grad).__name__} as the "
+                                f"gradient of input {i} ({_input_name(node, i)!r}); backward must "
+                                f"return Tensors (write it with Tensor ops, or wrap an array with "
+                                f"Tensor._make)")
+        if tuple(grad.shape) != tuple(shape):
             raise RuntimeError(f"function {node.name} returned an invalid gradient at index {i} - "
                                f"got {list(grad.shape)} but expected shape {list(shape)}")
+        if grad.dtype != dtype and edge is not None:
+            if anomaly_mode_enabled():
+                raise RuntimeError(f"function {node.name} returned an invalid gradient at index {i} "
+                                   f"({_input_name(node, i)!r}) - expected dtype {dtype} but got "
+                                   f"{grad.dtype}")
+            cast = list(grads) if cast is None else cast
+            cast[i] = grad.to(dtype) if grad.requires_grad else \
+                _tensor_class()._make(grad.data.astype(dtype))
+    return grads if cast is None else tuple(cast)
+
+
+def _tensor_class():
+    return _function.Tensor
+
+
+def _input_name(node, i):
+    return _function._input_name(type(node), i)
+
+
+def _none_gradient(node, i):
+    """A backward returned None for an input that requires grad: a forgotten gradient, usually."""
+    name = _input_name(node, i)
+    message = (f"function {node.name} returned None as the gradient of input {i} ({name!r}), which "
+               f"requires grad, so {name!r} gets no gradient from this node. Return a gradient "
+               f"(zeros if it really is zero); check self.needs_input_grad[{i}] to skip work.")
+    if anomaly_mode_enabled():
+        raise RuntimeError(message)
+    warnings.warn(message, stacklevel=4)
 
 
 def register_tensor_hook(tensor, hook):

@@ -17,7 +17,11 @@ edge per input pointing at the node that produced that input (or at the leaf ten
 Because backward is written with Tensor ops, running it with grad mode on (create_graph=True)
 records a graph of the gradient computation itself: double backward comes for free.
 """
+import functools
+import inspect
 import itertools
+import linecache
+import re
 
 import numpy as np
 
@@ -60,6 +64,16 @@ class Function:
     _tensor_hooks = None        # output index -> [hook], for non-leaf tensors
     _retained = None            # output index -> weakref(tensor), for retain_grad()
     module_path = None          # set by nn.Module while it runs, for graph clusters
+    #: forward gets read-only views of its inputs (NumPy and fakegpu), so that `x *= 0.5` in a
+    #: forward raises instead of changing the caller's tensor. On for every Function defined outside
+    #: the package (see __init_subclass__); the package's own ops are tested under it
+    #: (tests/autograd/test_extension_mistakes.py) and skip the two views per call.
+    _read_only_inputs = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__module__.startswith("tinygrad_bn."):
+            cls._read_only_inputs = True
 
     @property
     def name(self):
@@ -80,7 +94,12 @@ class Function:
             return  # nothing will call backward: keep no memory alive
         if self._saved is None:
             self._saved, self._saved_source = {}, {}
+        buffers = _array_attrs(self.attrs) if self.attrs else ()
         for name, array in arrays.items():
+            if buffers and _memory_owner(array) in buffers:
+                # a running buffer (or a view of one) changes in place at the next training step,
+                # before this node's backward may run: keep the values of now
+                array = array.copy()
             self._saved[name] = array
             source = None
             for i, inp in enumerate(self._input_arrays):
@@ -101,6 +120,8 @@ class Function:
         from tinygrad_bn.tensor import Tensor
         out = []
         for name in names:
+            if self._saved is None or name not in self._saved:
+                raise self._not_saved(*names)
             array = self._saved[name]
             source = self._saved_source[name]
             if source is None:
@@ -122,7 +143,19 @@ class Function:
         if self._released:
             raise RuntimeError(FREED_MESSAGE.format(self.name))
         self._check_versions()
+        if self._saved is None or name not in self._saved:
+            raise self._not_saved(name)
         return self._saved[name]
+
+    def _not_saved(self, *names):
+        saved = self._saved or {}
+        missing = [n for n in names if n not in saved]
+        have = ", ".join(f"'{n}'" for n in saved) if saved else "nothing"
+        return RuntimeError(
+            f"{type(self).__name__}.backward: {', '.join(repr(n) for n in missing)} "
+            f"{'was' if len(missing) == 1 else 'were'} not saved for backward (forward saved "
+            f"{have}). Call self.save_for_backward({', '.join(n + '=...' for n in missing)}) in "
+            f"forward.")
 
     def saved_shapes(self):
         """name -> shape of everything saved (graph drawings show these)."""
@@ -148,16 +181,33 @@ class Function:
         """Run forward on the inputs' arrays and return Tensor output(s), recording the node when
         grad mode is on and an input requires grad. Inputs must be Tensors on one device."""
         ctx = cls.__new__(cls)  # no __init__: the class-level defaults above are the fresh state
-        arrays = [t.data for t in inputs]
-        if type(arrays[0]) is np.ndarray and all(type(a) is np.ndarray for a in arrays):
+        try:
+            arrays = [t.data for t in inputs]
+        except AttributeError:
+            arrays = None
+        if arrays and type(arrays[0]) is np.ndarray and all(type(a) is np.ndarray for a in arrays):
             xp, device = np, backend.CPU  # the common case, checked without building Devices
-        else:
+        else:  # a device, or a mistake: checked here, off the fast path
+            for i, t in enumerate(inputs):
+                if not isinstance(t, Tensor):
+                    raise _not_a_tensor(cls, i, t)
+            if not inputs:
+                raise TypeError(f"{cls.__name__}.apply: needs at least one Tensor input")
             device = backend.device_of(arrays[0])
-            for a in arrays[1:]:
+            for i, a in enumerate(arrays[1:], 1):
                 if backend.device_of(a) != device:
                     raise RuntimeError(
                         f"{cls.__name__}: expected all tensors to be on the same device, but found "
-                        f"at least two devices, {device} and {backend.device_of(a)}")
+                        f"at least two devices, {device} and {backend.device_of(a)} (input {i}, "
+                        f"{_input_name(cls, i)!r}). A Tensor kept as a plain Module attribute is not "
+                        f"moved by Module.to(): register it with register_buffer")
+            for name, value in attrs.items():
+                if backend.is_array(value) and backend.device_of(value) != device:
+                    raise RuntimeError(
+                        f"{cls.__name__}: attribute '{name}' is on {backend.device_of(value)} but the "
+                        f"inputs are on {device}. A Tensor kept as a plain Module attribute is not "
+                        f"moved by Module.to(): register it with "
+                        f"self.register_buffer('{name}', ...) in __init__")
             xp = backend.xp_of(arrays[0])
         recording = False
         if grad_mode._state.enabled:
@@ -172,11 +222,23 @@ class Function:
             ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
         else:
             ctx.needs_input_grad = (False,) * len(inputs)
-        if xp is not np and device.index:
-            with backend.device_scope(device):
+        if cls._read_only_inputs:
+            arrays = [backend.read_only_view(a) for a in arrays]
+            if recording:
+                ctx._input_arrays = arrays
+        try:
+            if xp is not np and device.index:
+                with backend.device_scope(device):
+                    result = ctx.forward(*arrays, **attrs)
+            else:
                 result = ctx.forward(*arrays, **attrs)
-        else:
-            result = ctx.forward(*arrays, **attrs)
+        except ValueError as e:
+            if cls._read_only_inputs and "read-only" in str(e):
+                raise _wrote_into_input(cls, e) from None
+            raise
+        if cls._read_only_inputs:  # outputs that are views of an input: writable again
+            for r in (result if type(result) is tuple else (result,)):
+                backend.make_writable(r)
         make = Tensor._make
         if not recording:
             if type(result) is tuple:
@@ -215,3 +277,70 @@ class Function:
 
     def __repr__(self):
         return f"<{self.name}>"
+
+
+# ---- messages for the mistakes of a custom Function (all off the fast path) ------------------------
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(cls):
+    """The names of forward's positional parameters (the Tensor inputs), for messages."""
+    try:
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _input_name(cls, i):
+    """forward's name for input i ('x', 'weight'), or 'input i' where forward takes *arrays."""
+    names = _forward_parameters(cls)
+    return names[i] if i < len(names) else f"input {i}"
+
+
+def _not_a_tensor(cls, i, value):
+    name = _input_name(cls, i)
+    kind = type(value).__module__ + "." + type(value).__name__ \
+        if type(value).__module__ not in ("builtins",) else type(value).__name__
+    keyword = name if not name.startswith("input ") else "name"
+    return TypeError(
+        f"{cls.__name__}.apply: argument {i} ({name!r}) is a {kind}, not a Tensor. Tensors are "
+        f"passed positionally; pass other values by keyword, "
+        f"{cls.__name__}.apply(..., {keyword}={value!r}): forward receives them as keyword "
+        f"arguments and backward finds them in self.attrs['{keyword}']")
+
+
+def _wrote_into_input(cls, error):
+    """forward wrote into a read-only input: say which one and on which line."""
+    code = getattr(cls.forward, "__code__", None)
+    where, line = "", ""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            where = tb.tb_lineno
+        tb = tb.tb_next
+    if where:
+        line = linecache.getline(code.co_filename, where).strip()
+    names = _forward_parameters(cls)
+    named = [n for n in names if line and re.search(rf"\b{re.escape(n)}\b", line)]
+    which = f"its input {named[0]!r}" if len(named) == 1 else \
+        ("one of its inputs " + ", ".join(repr(n) for n in (named or names))) if names else "an input"
+    at = f" (line {where}: `{line}`)" if where else ""
+    return RuntimeError(
+        f"{cls.__name__}.forward wrote into {which} in place{at}. forward's inputs are the "
+        f"caller's arrays, passed read-only: writing into them would change the caller's tensor "
+        f"and the gradient. Compute a new array instead (x = x * 0.5), or copy first "
+        f"(x = x.copy()).")
+
+
+def _memory_owner(array):
+    """id of the array whose memory `array` uses (itself, or the base of a view)."""
+    inner = getattr(array, "_a", array)  # fakegpu wraps a NumPy array
+    while getattr(inner, "base", None) is not None:
+        inner = inner.base
+    return id(inner)
+
+
+def _array_attrs(attrs):
+    """Memory owners of the arrays among a call's keyword attributes (running buffers)."""
+    return {_memory_owner(v) for v in attrs.values() if getattr(v, "ndim", None) is not None
+            and getattr(v, "dtype", None) is not None and not isinstance(v, (bool, int, float))}
