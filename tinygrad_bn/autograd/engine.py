@@ -245,7 +245,7 @@ def _check_gradients(node, grads):
     cast = None
     for i, (grad, (shape, dtype), edge) in enumerate(zip(grads, node.input_meta, node.next_edges)):
         if grad is None:
-            if edge is not None:
+            if edge is not None and node._warn_none_gradients:
                 _none_gradient(node, i)
             continue
         if type(grad) is not _tensor_class():

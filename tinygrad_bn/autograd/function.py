@@ -69,11 +69,15 @@ class Function:
     #: the package (see __init_subclass__); the package's own ops are tested under it
     #: (tests/autograd/test_extension_mistakes.py) and skip the two views per call.
     _read_only_inputs = False
+    #: a backward returning None for an input that requires grad is warned about (usually a
+    #: forgotten gradient); the package's own backwards return None for a gradient that is zero
+    _warn_none_gradients = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not cls.__module__.startswith("tinygrad_bn."):
             cls._read_only_inputs = True
+            cls._warn_none_gradients = True
 
     @property
     def name(self):

@@ -32,9 +32,52 @@ class NormSpec:
     make_for_conv: Optional[Callable[[int, int], Any]] = None
     torch_make: Optional[Callable[[Any, int], Any]] = None
     batch_independent_eval: bool = True
-    #: keyword options for the test matrix: e.g. {"min_batch": 2}, {"gradcheck_eps": 1e-6}
+    #: keyword options for the test matrix (tests/norms/test_matrix.py reads each of these):
+    #:   channels (4), gradcheck_batch (input_shape's), gradcheck_tol ({}), gradcheck_eps (1e-6),
+    #:   double_backward (True), signed_params (True), min_batch (2: the matrix trains one step at
+    #:   that batch size), still_buffers (() : float buffers that legitimately stay put in training)
     test_options: dict = dataclasses.field(default_factory=dict)
     description: str = ""
+    #: the layer's forward in plain NumPy, written from the paper's equations; required where
+    #: torch_make is None. reference(layer, x, params, buffers, training) -> (y, buffers_after):
+    #: x and the values of params / buffers (named_parameters / named_buffers names) are float64
+    #: arrays; `layer` supplies the hyperparameters (eps, momentum, ...). The matrix compares ten
+    #: training steps and an eval step, outputs and running statistics, against it.
+    reference: Optional[Callable] = None
+
+    def __post_init__(self):
+        if self.torch_make is None and self.reference is None:
+            raise TypeError(f"NormSpec {self.name!r}: a layer without a PyTorch twin (torch_make=None) "
+                            f"needs reference=, its forward in plain NumPy written from the paper's "
+                            f"equations, so that the test matrix can check its output and running "
+                            f"statistics")
+
+
+def reference_batch_norm_train(x, eps):
+    """Plain-NumPy batch statistics per channel: (x_hat, mean, biased var, values per channel)."""
+    axes, shape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    x_hat = (x - mean.reshape(shape)) / (var.reshape(shape) + eps) ** 0.5
+    return x_hat, mean, var, x.size // x.shape[1]
+
+
+def reference_affine(layer, x_hat, params):
+    """w * x_hat + b per channel (each left out when the layer has none)."""
+    shape = (1, -1) + (1,) * (x_hat.ndim - 2)
+    if params.get("weight") is not None:
+        x_hat = x_hat * params["weight"].reshape(shape)
+    if params.get("bias") is not None:
+        x_hat = x_hat + params["bias"].reshape(shape)
+    return x_hat
+
+
+def reference_ema(buffers, mean, var, count, momentum):
+    """One BatchNorm update of copied buffers: num_batches_tracked += 1, then the EMA (factor
+    momentum, or 1/num_batches_tracked for None) with the unbiased variance."""
+    buffers["num_batches_tracked"] = buffers["num_batches_tracked"] + 1
+    f = momentum if momentum is not None else 1.0 / float(buffers["num_batches_tracked"])
+    buffers["running_mean"] = (1 - f) * buffers["running_mean"] + f * mean
+    buffers["running_var"] = (1 - f) * buffers["running_var"] + f * var * count / max(count - 1, 1)
 
 
 def register_affine(module, shape, affine=True, bias=True, device=None, dtype=None):

@@ -41,8 +41,11 @@ version. Note that gradcheck only agrees with this backward where r and d are lo
 import math
 import numbers
 
+import numpy as np
+
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
+                                     reference_affine, reference_batch_norm_train, reference_ema,
                                      update_running_stats)
 from tinygrad_bn.norms._meanvar import _stats, composed_backward, gradients_per_input, vjp_of_composed
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm, batch_norm
@@ -269,16 +272,33 @@ class BatchRenorm2d(_BatchRenorm):
     _check_input_dim = BatchNorm2d._check_input_dim  # the same inputs and messages as BatchNorm2d
 
 
+def reference(layer, x, params, buffers, training):
+    """The module docstring's equations (Ioffe 2017, Algorithm 1, Chainer's running variance) in
+    plain NumPy: (y, buffers after the call)."""
+    buffers = dict(buffers)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    rm, rv = buffers["running_mean"], buffers["running_var"]
+    sigma = np.sqrt(rv + layer.eps)
+    if not training:
+        return reference_affine(layer, (x - rm.reshape(shape)) / sigma.reshape(shape), params), buffers
+    rmax, dmax = layer.clipping(int(buffers["num_batches_tracked"]))
+    x_hat, mean, var, count = reference_batch_norm_train(x, layer.eps)
+    r = np.clip(np.sqrt(var + layer.eps) / sigma, 1 / rmax, rmax)
+    d = np.clip((mean - rm) / sigma, -dmax, dmax)
+    reference_ema(buffers, mean, var, count, layer.momentum)
+    return reference_affine(layer, x_hat * r.reshape(shape) + d.reshape(shape), params), buffers
+
+
 SPECS = [
     # Small limits, so that r and d sit at their clip bounds for the matrix's data: there the
     # stop-gradient backward is the true derivative and gradcheck applies (test_batchrenorm.py
     # checks that the bounds are engaged with a margin).
     NormSpec(name="BatchRenorm2d", make=lambda c: BatchRenorm2d(c, rmax=1.05, dmax=0.05),
-             input_shape=lambda c: (3, c, 2, 2),
+             input_shape=lambda c: (3, c, 2, 2), reference=reference,
              make_for_conv=lambda c, hw: BatchRenorm2d(c),
              description="BatchNorm corrected towards the running statistics by clipped, "
                          "stop-gradient r and d (Chainer's variant); BatchNorm eval"),
     NormSpec(name="BatchRenorm1d", make=lambda c: BatchRenorm1d(c, rmax=1.05, dmax=0.05),
-             input_shape=lambda c: (5, c, 2),
+             input_shape=lambda c: (5, c, 2), reference=reference,
              description="batch renormalization for (N, C) and (N, C, L)"),
 ]

@@ -51,7 +51,8 @@ from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import zeros
 from tinygrad_bn.nn.module import Module
-from tinygrad_bn.norms._base import NormSpec, check_more_than_one_value, register_affine, reset_affine
+from tinygrad_bn.norms._base import (NormSpec, check_more_than_one_value, reference_affine,
+                                     register_affine, reset_affine)
 from tinygrad_bn.norms._meanvar import gradients_per_input, vjp_of_composed
 from tinygrad_bn.tensor import Tensor
 
@@ -415,15 +416,40 @@ def _conv_groups(channels):
     return channels // math.gcd(channels, 16)
 
 
+def reference(layer, x, params, buffers, training):
+    """The module docstring's equations (Huang et al. 2018, Algorithm 1, ZCA) in plain NumPy:
+    (y, buffers after the call)."""
+    buffers = dict(buffers)
+    n, c = x.shape[:2]
+    g, d = layer.groups, c // layer.groups
+    columns = np.moveaxis(x, 1, 0).reshape(g, d, -1)          # per group: d channels x m values
+    if training:
+        mu = columns.mean(axis=2, keepdims=True)
+        centred = columns - mu
+        sigma = centred @ centred.transpose(0, 2, 1) / centred.shape[2] + layer.eps * np.eye(d)
+        lam, vectors = np.linalg.eigh(sigma)
+        u = (vectors / np.sqrt(lam)[:, None, :]) @ vectors.transpose(0, 2, 1)   # Sigma^(-1/2)
+        if layer.track_running_stats:
+            buffers["num_batches_tracked"] = buffers["num_batches_tracked"] + 1
+            f = layer.momentum if layer.momentum is not None else 1.0 / float(buffers["num_batches_tracked"])
+            buffers["running_mean"] = (1 - f) * buffers["running_mean"] + f * mu.reshape(c)
+            buffers["running_projection"] = (1 - f) * buffers["running_projection"] + f * u
+    else:
+        mu, u = buffers["running_mean"].reshape(g, d, 1), buffers["running_projection"]
+        centred = columns - mu
+    whitened = np.moveaxis((u @ centred).reshape((c, n) + x.shape[2:]), 0, 1)
+    return reference_affine(layer, whitened, params), buffers
+
+
 SPECS = [
     NormSpec(name="DecorrelatedBatchNorm", make=lambda c: DecorrelatedBatchNorm(c, groups=2),
              input_shape=lambda c: (6, c),
              make_for_conv=lambda c, hw: DecorrelatedBatchNorm(c, groups=_conv_groups(c)),
-             batch_independent_eval=True,
+             batch_independent_eval=True, reference=reference,
              description="ZCA whitening of channel groups with batch statistics; running mean and "
                          "whitening matrix in eval"),
     NormSpec(name="DecorrelatedBatchNorm-conv", make=lambda c: DecorrelatedBatchNorm(c, groups=1, momentum=None),
              input_shape=lambda c: (2, c, 2, 2),
-             batch_independent_eval=True,
+             batch_independent_eval=True, reference=reference,
              description="one group of all channels over (N, C, H, W), cumulative running averages"),
 ]

@@ -246,16 +246,25 @@ class FilterResponseNorm2d(Module):
                 + ("" if self.tlu else ", tlu=False"))
 
 
+def reference(layer, x, params, buffers, training):
+    """The module docstring's equations (Singh & Krishnan 2020, eq. 1-3) in plain NumPy; no
+    buffers, train and eval alike."""
+    eps = abs(layer.eps) + (np.abs(params["eps_l"]) if params.get("eps_l") is not None else 0.0)
+    nu2 = (x * x).mean(axis=(2, 3), keepdims=True)
+    y = params["weight"] * x / np.sqrt(nu2 + eps) + params["bias"]
+    return (np.maximum(y, params["tau"]) if params.get("tau") is not None else y), dict(buffers)
+
+
 SPECS = [
     NormSpec(name="FilterResponseNorm2d", make=lambda c: FilterResponseNorm2d(c),
              input_shape=lambda c: (2, c, 2, 2),
              make_for_conv=lambda c, hw: FilterResponseNorm2d(c),
-             batch_independent_eval=True,
+             batch_independent_eval=True, reference=reference,
              description="per-sample, per-channel mean square (no centring) + TLU; no batch statistics"),
     NormSpec(name="FilterResponseNorm2d-learned-eps",
              make=lambda c: FilterResponseNorm2d(c, learned_epsilon=True),
              input_shape=lambda c: (2, c, 1, 2),
              make_for_conv=lambda c, hw: FilterResponseNorm2d(c, learned_epsilon=True),
-             batch_independent_eval=True,
+             batch_independent_eval=True, reference=reference,
              description="FRN with epsilon = 1e-6 + |eps_l| learned (for 1x1 / small activations)"),
 ]

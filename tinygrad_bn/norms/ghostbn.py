@@ -38,8 +38,11 @@ backward is the VJP of the shared kernel's composed backward applied block by bl
 """
 import math
 
+import numpy as np
+
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
+                                     reference_affine, reference_batch_norm_train, reference_ema,
                                      update_running_stats)
 from tinygrad_bn.norms._meanvar import _stats, composed_backward, gradients_per_input, vjp_of_composed
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm, batch_norm
@@ -307,17 +310,34 @@ class GhostBatchNorm2d(_GhostBatchNorm):
     _check_input_dim = BatchNorm2d._check_input_dim  # the same inputs and messages as BatchNorm2d
 
 
+def reference(layer, x, params, buffers, training):
+    """The module docstring's equations (Hoffer et al. 2017, Algorithm 1) in plain NumPy: BatchNorm
+    per contiguous ghost batch and one EMA step per ghost batch; (y, buffers after the call)."""
+    buffers = dict(buffers)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if not training:
+        rm, rv = buffers["running_mean"].reshape(shape), buffers["running_var"].reshape(shape)
+        return reference_affine(layer, (x - rm) / (rv + layer.eps) ** 0.5, params), buffers
+    parts, start = [], 0
+    for size in layer.ghost_batch_sizes(x.shape[0], math.prod(x.shape[2:])):
+        x_hat, mean, var, count = reference_batch_norm_train(x[start:start + size], layer.eps)
+        reference_ema(buffers, mean, var, count, layer.momentum)
+        parts.append(x_hat)
+        start += size
+    return reference_affine(layer, np.concatenate(parts), params), buffers
+
+
 SPECS = [
     # 5 samples in ghost batches of 2: two full ones (a grouped block) and a one-sample
     # remainder with 2 values per channel, kept as a third ghost batch (a second block)
     NormSpec(name="GhostBatchNorm2d", make=lambda c: GhostBatchNorm2d(c, virtual_batch_size=2),
-             input_shape=lambda c: (5, c, 1, 2),
+             input_shape=lambda c: (5, c, 1, 2), reference=reference,
              make_for_conv=lambda c, hw: GhostBatchNorm2d(c, virtual_batch_size=32),
              description="BatchNorm per contiguous ghost batch of virtual_batch_size samples; "
                          "one EMA step per ghost batch; BatchNorm eval"),
     # (5, C) in ghost batches of 2: the one-value remainder is merged (sizes 2 and 3)
     NormSpec(name="GhostBatchNorm1d", make=lambda c: GhostBatchNorm1d(c, virtual_batch_size=2, momentum=None),
-             input_shape=lambda c: (5, c),
+             input_shape=lambda c: (5, c), reference=reference,
              description="ghost batches of (N, C) input; a one-value remainder merges into the "
                          "previous ghost batch; cumulative running average"),
 ]

@@ -64,8 +64,19 @@ class MeanOnlyBatchNorm2d(Module):
         return f"{self.num_features}, momentum={self.momentum}"
 
 
+def reference(layer, x, params, buffers, training):
+    """The module docstring's equations in plain NumPy: (y, buffers after the call)."""
+    axes, shape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+    buffers = dict(buffers)
+    mean = x.mean(axis=axes) if training else buffers["running_mean"]
+    if training:
+        buffers["running_mean"] = (1 - layer.momentum) * buffers["running_mean"] + layer.momentum * mean
+    return x - mean.reshape(shape) + params["bias"].reshape(shape), buffers
+
+
 SPECS = [
     NormSpec(name="MeanOnlyBatchNorm2d", make=lambda c: MeanOnlyBatchNorm2d(c),
              input_shape=lambda c: (3, c, 2, 2), make_for_conv=lambda c, hw: MeanOnlyBatchNorm2d(c),
+             reference=reference,
              description="subtract the batch mean only (Salimans & Kingma 2016)"),
 ]
