@@ -5,6 +5,18 @@ from tinygrad_bn import backend, dtypes
 from tinygrad_bn.tensor import Tensor
 
 
+def log_sum_exp_shifted(xp, z, axis):
+    """log(sum(exp(z))) along axis (keepdims) for z = x - max(x), so that z <= 0 and the maximum is 0.
+
+    As log1p(q), q = the sum less the 1 that each maximum contributes (plus 1 per extra tie): when
+    one element dominates, q is tiny and log(1 + q) would round it away in float32 (log_softmax of
+    the winning class, a confident cross-entropy), while log1p keeps its relative precision."""
+    is_max = z == 0
+    q = xp.where(is_max, 0, xp.exp(z)).sum(axis=axis, keepdims=True)
+    q += (is_max.sum(axis=axis, keepdims=True) - 1).astype(q.dtype)
+    return xp.log1p(q)
+
+
 def as_tensor(value, like, dtype=None):
     """A constant Tensor on `like`'s device (for Python scalars and arrays mixed into an op)."""
     if isinstance(value, Tensor):

@@ -6,7 +6,7 @@ exponentiating, so no input overflows."""
 import warnings
 
 from tinygrad_bn.autograd.function import Function
-from tinygrad_bn.ops._helpers import check_float, normalize_dims
+from tinygrad_bn.ops._helpers import check_float, log_sum_exp_shifted, normalize_dims
 from tinygrad_bn.tensor import Tensor
 
 
@@ -59,7 +59,7 @@ class LogSoftmax(Function):
         m = x.max(axis=dim, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # a row of all -inf stays -inf, not nan
         z = x - m
-        y = z - xp.log(xp.exp(z).sum(axis=dim, keepdims=True))
+        y = z - log_sum_exp_shifted(xp, z, dim)
         self.save_for_backward(y=y)
         return y
 

@@ -7,7 +7,7 @@ import collections
 
 from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.function import Function
-from tinygrad_bn.ops._helpers import normalize_dims
+from tinygrad_bn.ops._helpers import log_sum_exp_shifted, normalize_dims
 from tinygrad_bn.tensor import Tensor
 
 
@@ -197,7 +197,7 @@ class LogSumExp(Function):
         xp = self.xp
         m = x.max(axis=dims, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows: keep them -inf, not nan
-        y = xp.log(xp.exp(x - m).sum(axis=dims, keepdims=True)) + m
+        y = log_sum_exp_shifted(xp, x - m, dims) + m
         out = y if keepdim else y.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
         self.save_for_backward(x=x, y=out)
         return out
