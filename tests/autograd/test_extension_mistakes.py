@@ -357,3 +357,118 @@ def test_op_table_special_values_catch_a_kinked_backward():
              lambda a: __import__("torch").nn.functional.softplus(a), [(2, 3)], {})
     with pytest.raises(GradcheckError, match="second"):
         check_special_values(entry, "cpu", oracle=False)
+
+
+# ---- the messages, as docs/extending.md quotes them ("Common mistakes and what you will see") -------
+def _raised(fn, error=Exception):
+    try:
+        fn()
+    except error as e:
+        return str(e)
+    raise AssertionError("no error was raised")
+
+
+def _warned(fn):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    return str(caught[0].message)
+
+
+def _not_saved():
+    x, w = tg.randn(3, requires_grad=True), tg.randn(3, requires_grad=True)
+    return _raised(lambda: ForgotToSave.apply(x, w).sum().backward())
+
+
+def _none_gradient():
+    x, w = tg.randn(3, requires_grad=True), tg.randn(3, requires_grad=True)
+    return _warned(lambda: ForgotAGradient.apply(x, w).sum().backward())
+
+
+def _none_gradient_grad():
+    x, w = tg.randn(3, requires_grad=True), tg.randn(3, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _raised(lambda: tg.autograd.grad(ForgotAGradient.apply(x, w).sum(), [w]))
+
+
+def _wrote_into_input():
+    return _raised(lambda: HalveInPlace.apply(tg.tensor([1.0, 2.0], requires_grad=True)))
+
+
+def _positional_attribute():
+    return _raised(lambda: Scale.apply(tg.randn(3, requires_grad=True), 2.0))
+
+
+def _plain_attribute_buffer():
+    layer = PlainAttributeBuffer(3).to("fakegpu")
+    return _raised(lambda: layer(tg.randn(2, 3, device="fakegpu")))
+
+
+def _plain_attribute_in_matrix():
+    from tests.norms.test_matrix import check_tensors_are_registered
+    return _raised(lambda: check_tensors_are_registered(PlainAttributeBuffer(3)), AssertionError)
+
+
+def _duplicate_name():
+    from tinygrad_bn.norms import Registry, NormSpec
+    from tinygrad_bn.norms.meanonly import reference
+    registry = Registry()
+    for where, name in (("tinygrad_bn/norms/batchnorm.py", "BatchNorm2d"),
+                        ("tinygrad_bn/norms/mybatchnorm.py", "BatchNorm2d"),
+                        ("tinygrad_bn/norms/switchnorm.py", "batchnorm2d")):
+        registry.add(NormSpec(name=name, make=None, input_shape=None, reference=reference), where)
+    return _raised(lambda: registry["BatchNorm2d"])
+
+
+def _never_updated():
+    from tests.norms.test_matrix import check_running_buffers
+    from tinygrad_bn.norms import NormSpec
+    from tinygrad_bn.norms.meanonly import MeanOnlyBatchNorm2d, reference
+
+    class Frozen(MeanOnlyBatchNorm2d):
+        def forward(self, x):
+            saved = self.running_mean.data.copy()
+            try:
+                return super().forward(x)
+            finally:
+                self.running_mean.data[...] = saved
+    spec = NormSpec(name="MeanOnlyBatchNorm2d", make=Frozen, input_shape=lambda c: (3, c, 2, 2),
+                    reference=reference)
+    return _raised(lambda: check_running_buffers(spec), AssertionError).split("\nassert")[0]
+
+
+def _kinked_backward():
+    from tests.ops.test_op_table import check_special_values
+    entry = ("softplus", lambda a: SoftplusKinkedBackward.apply(a), None, [(2, 3)], {})
+    return _raised(lambda: check_special_values(entry, "cpu", oracle=False), GradcheckError)
+
+
+def _dtype_under_anomaly():
+    x = tg.randn(3, requires_grad=True)
+    original = engine.anomaly_mode_enabled
+    engine.anomaly_mode_enabled = lambda: True
+    try:
+        return _raised(lambda: Float64Gradient.apply(x).sum().backward())
+    finally:
+        engine.anomaly_mode_enabled = original
+
+
+MESSAGES = {
+    "not-saved": _not_saved,
+    "none-gradient": _none_gradient,
+    "none-gradient-grad": _none_gradient_grad,
+    "dtype-anomaly": _dtype_under_anomaly,
+    "wrote-into-input": _wrote_into_input,
+    "positional-attribute": _positional_attribute,
+    "duplicate-name": _duplicate_name,
+    "never-updated": _never_updated,
+    "plain-attribute": _plain_attribute_buffer,
+    "plain-attribute-matrix": _plain_attribute_in_matrix,
+    "kinked-backward": _kinked_backward,
+}
+
+
+if __name__ == "__main__":
+    for key, produce in MESSAGES.items():
+        print(f"<!-- message: {key} -->\n```text\n{produce()}\n```\n")
