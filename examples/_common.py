@@ -141,6 +141,9 @@ def add_optim_options(parser, defaults, with_optimizer=False):
                    help="SGD momentum (default: %(default)s)")
     g.add_argument("--weight-decay", type=non_negative_float, default=defaults.get("weight_decay", 5e-4),
                    help="L2 weight decay (decoupled for adamw) (default: %(default)s)")
+    g.add_argument("--no-wd-norm-bias", action="store_true",
+                   help="no weight decay on normalization parameters and biases (two optimizer "
+                        "parameter groups; the rest keeps --weight-decay)")
     g.add_argument("--schedule", choices=("cosine", "step", "multistep", "constant"),
                    default="cosine",
                    help="learning-rate schedule, updated after every step: cosine annealing to 0 over "
@@ -372,7 +375,34 @@ def data_shape(train):
 
 
 # ---- optimizers and schedules ---------------------------------------------------------------
+def is_norm_or_bias(module, name, param):
+    """A parameter that --no-wd-norm-bias exempts from weight decay: any parameter of a
+    normalization layer (a class of tinygrad_bn.norms: BatchNorm's weight, FRN's tau), a bias, or
+    any 0-d/1-d parameter (the usual rule for scales and offsets)."""
+    return type(module).__module__.startswith("tinygrad_bn.norms.") or name == "bias" or param.ndim <= 1
+
+
+def weight_decay_groups(args, model):
+    """The model's parameters as optimizer parameter groups: one group with --weight-decay, and
+    with --no-wd-norm-bias a second with weight_decay=0 for normalization parameters and biases."""
+    if not getattr(args, "no_wd_norm_bias", False):
+        return list(model.parameters())
+    decay, no_decay, seen = [], [], set()
+    for module in bare(model).modules():
+        for name, p in module._parameters.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if is_norm_or_bias(module, name, p) else decay).append(p)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def make_optimizer(args, params):
+    """The optimizer of --optimizer; `params` is a model (then --no-wd-norm-bias applies) or an
+    iterable of parameters or parameter groups."""
+    if isinstance(params, tg.nn.Module):
+        params = weight_decay_groups(args, params)
     name = getattr(args, "optimizer", "sgd")
     if name == "sgd":
         return tg.optim.SGD(params, lr=args.lr, momentum=args.momentum,

@@ -90,7 +90,7 @@ def build_variants(args, in_channels, image_size, num_classes, steps_per_epoch, 
         except ValueError as e:
             C.fail("--norm", str(e))
         model = C.wrap_model(args, model.to(args.device), comm)
-        optimizer = C.make_optimizer(args, model.parameters())
+        optimizer = C.make_optimizer(args, model)
         variants[block] = (model, optimizer, C.make_scheduler(args, optimizer, steps_per_epoch))
     return variants
 

@@ -245,6 +245,7 @@ def test_train_and_draw_graph_errors_are_one_line(tmp_path, capsys):
     ["--model", "small-cnn", "--optimizer", "adam", "--schedule", "step"],
     ["--model", "resnet", "--block", "post", "--norm", "GroupNorm", "--optimizer", "adamw",
      "--schedule", "multistep", "--warmup-epochs", "0.5"],
+    ["--model", "small-cnn", "--no-wd-norm-bias", "--weight-decay", "0.01"],
 ])
 def test_train_runs(tmp_path, capsys, extra):
     code, out, err = run_main(train_script.main,
