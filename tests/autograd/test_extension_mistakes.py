@@ -359,6 +359,26 @@ def test_op_table_special_values_catch_a_kinked_backward():
         check_special_values(entry, "cpu", oracle=False)
 
 
+# ---- registering a normalizer under an existing name -------------------------------------------------
+def test_duplicate_and_case_variant_names_name_both_files():
+    """A broken file's import, and the registry built from a real package directory, are tested in
+    tests/norms/test_registry.py; here the message a student sees."""
+    from tinygrad_bn.norms import NormalizerRegistryError, NormSpec, Registry
+    from tinygrad_bn.norms.meanonly import reference
+    registry = Registry()
+    for where, name in (("tinygrad_bn/norms/batchnorm.py", "BatchNorm2d"),
+                        ("tinygrad_bn/norms/mybatchnorm.py", "BatchNorm2d"),
+                        ("tinygrad_bn/norms/switchnorm.py", "batchnorm2d")):
+        registry.add(NormSpec(name=name, make=None, input_shape=None, reference=reference), where)
+    with pytest.raises(NormalizerRegistryError) as info:
+        registry["BatchNorm2d"]
+    message = str(info.value)
+    assert "'BatchNorm2d' is registered twice: in tinygrad_bn/norms/batchnorm.py and in " \
+           "tinygrad_bn/norms/mybatchnorm.py" in message
+    assert "'batchnorm2d' (in tinygrad_bn/norms/switchnorm.py) differs from 'BatchNorm2d' (in " \
+           "tinygrad_bn/norms/batchnorm.py) only in case" in message
+
+
 # ---- the messages, as docs/extending.md quotes them ("Common mistakes and what you will see") -------
 def _raised(fn, error=Exception):
     try:
