@@ -35,7 +35,8 @@ class NormSpec:
     #: keyword options for the test matrix (tests/norms/test_matrix.py reads each of these):
     #:   channels (4), gradcheck_batch (input_shape's), gradcheck_tol ({}), gradcheck_eps (1e-6),
     #:   double_backward (True), signed_params (True), min_batch (2: the matrix trains one step at
-    #:   that batch size), still_buffers (() : float buffers that legitimately stay put in training)
+    #:   that batch size), still_buffers ((): float buffers that legitimately stay put in training),
+    #:   float32_tol ({"atol": 2e-4, "rtol": 2e-3}: the float32 pass against the float64 one)
     test_options: dict = dataclasses.field(default_factory=dict)
     description: str = ""
     #: the layer's forward in plain NumPy, written from the paper's equations; required where
