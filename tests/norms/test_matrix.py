@@ -325,3 +325,21 @@ def test_one_training_step_at_the_smallest_batch(spec):
     y.backward(tg.tensor(np.random.default_rng(1).standard_normal(y.shape)))
     assert np.isfinite(y.detach().numpy()).all(), f"{spec.name}: non-finite output at batch {batch}"
     assert np.isfinite(x.grad.numpy()).all(), f"{spec.name}: non-finite input gradient at batch {batch}"
+
+
+def test_every_advertised_test_option_is_read_here():
+    import inspect
+    import sys
+    from tinygrad_bn.norms._base import TEST_OPTIONS
+    source = inspect.getsource(sys.modules[__name__])
+    for option in TEST_OPTIONS:
+        assert f'test_options.get("{option}"' in source, f"test option {option!r} is advertised but not read"
+
+
+def test_an_unknown_test_option_is_refused():
+    from tinygrad_bn.norms import NormSpec
+    from tinygrad_bn.norms.meanonly import reference
+    with pytest.raises(TypeError, match=r"NormSpec 'X': unknown test option\(s\) 'min_batchs'; the "
+                                        r"matrix reads channels, "):
+        NormSpec(name="X", make=None, input_shape=None, reference=reference,
+                 test_options={"min_batchs": 2})

@@ -24,6 +24,11 @@ from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.parameter import Parameter
 
 
+#: the test_options the matrix reads (see NormSpec.test_options); any other key is a typo
+TEST_OPTIONS = ("channels", "gradcheck_batch", "gradcheck_tol", "gradcheck_eps", "double_backward",
+                "signed_params", "min_batch", "still_buffers", "float32_tol")
+
+
 @dataclasses.dataclass
 class NormSpec:
     name: str
@@ -47,6 +52,10 @@ class NormSpec:
     reference: Optional[Callable] = None
 
     def __post_init__(self):
+        unknown = sorted(set(self.test_options) - set(TEST_OPTIONS))
+        if unknown:
+            raise TypeError(f"NormSpec {self.name!r}: unknown test option(s) {', '.join(map(repr, unknown))}; "
+                            f"the matrix reads {', '.join(TEST_OPTIONS)}")
         if self.torch_make is None and self.reference is None:
             raise TypeError(f"NormSpec {self.name!r}: a layer without a PyTorch twin (torch_make=None) "
                             f"needs reference=, its forward in plain NumPy written from the paper's "
