@@ -17,7 +17,7 @@ from tinygrad_bn import backend
 from tinygrad_bn.checkpoint import CheckpointError, load, save
 from tinygrad_bn.nn.parameter import Parameter
 from tinygrad_bn.optim import SGD, lr_scheduler
-from tests.helpers import torch
+from tests.helpers import needs_torch, torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -210,7 +210,7 @@ def test_npz_with_an_object_array_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@needs_torch
 def test_torch_pt_file_is_refused_without_running(tmp_path):
     marker, path = tmp_path / "pwned", tmp_path / "model.pt"
     torch.save({"w": torch.ones(2), "evil": _payload(marker)}, path)

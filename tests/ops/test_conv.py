@@ -7,7 +7,7 @@ import tinygrad_bn as tg
 from tests.helpers import check_grads, check_torch, needs_torch, torch
 from tinygrad_bn.ops.conv import conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d
 
-F = torch.nn.functional if torch is not None else None
+F = torch.nn.functional
 # PyTorch warns that 'same' with an even kernel copies the input (so do we, silently)
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
