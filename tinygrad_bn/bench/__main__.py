@@ -1,4 +1,4 @@
-"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu] [--threads N]
+"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu|cuda] [--threads N]
 
 Prints a table of medians and ratios (ours / reference) and writes them as JSON."""
 import argparse
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from tinygrad_bn.bench import core_cases, nn_cases
+from tinygrad_bn.bench import core_cases, gpu_cases, nn_cases
 from tinygrad_bn.bench.timing import median_time, paired_median_times
 
 
@@ -59,8 +59,12 @@ def run(args):
         ref_txt = f"{t_ref * unit_scale:10.2f}" if t_ref else "       n/a"
         print(f"{group:10s} {name:34s} {t_ours * unit_scale:10.2f} {ref_txt} {unit:>3s}  {ratio:>7s}  vs {ref_name}",
               flush=True)
+        return row
 
     print(f"{'group':10s} {'case':34s} {'ours':>10s} {'reference':>10s}       ratio")
+    if args.device == "cuda":  # the GPU half: ours on CuPy against PyTorch CUDA eager
+        rows += gpu_cases.run(record, torch, args.quick)
+        return rows
     repeat = 5 if args.quick else 9
     if torch is not None:
         for name, ours, ref in core_cases.tiny_op_cases(torch):
@@ -110,9 +114,13 @@ def main(argv=None):
                         help="threads for PyTorch and for our normalizer kernels (default: every core; "
                              "NumPy's BLAS reads OPENBLAS_NUM_THREADS at start-up instead)")
     args = parser.parse_args(argv)
-    if args.device != "cpu":
-        sys.exit("--device cuda: the GPU cases are not written yet; only cpu is available")
     torch = _torch()
+    if args.device == "cuda":
+        from tinygrad_bn import cuda
+        if not cuda.is_available():
+            sys.exit("bench --device cuda: CuPy with a CUDA GPU is needed (pip install -e \".[cuda]\")")
+        if torch is None or not torch.cuda.is_available():
+            sys.exit("bench --device cuda: PyTorch with CUDA is needed for the side-by-side cases")
     threads = args.threads or os.cpu_count() or 1
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # our normalizer kernels' worker threads
@@ -122,6 +130,7 @@ def main(argv=None):
     start = time.time()
     rows = run(args)
     result = {"machine": machine_description(), "quick": args.quick, "device": args.device,
+              "device_description": gpu_cases.device_description(args.device),
               "threads": threads,
               "seconds": round(time.time() - start, 1), "cases": rows}
     with open(args.json, "w") as f:
