@@ -9,8 +9,6 @@ from tinygrad_bn.bench import gpu_cases
 from tinygrad_bn.bench.__main__ import main
 from tests.helpers import needs_torch, torch
 
-pytestmark = needs_torch
-
 
 def _call_each_once(rows):
     def record(group, name, ours, ref, ref_name, **timing):
@@ -21,6 +19,7 @@ def _call_each_once(rows):
     return record
 
 
+@needs_torch
 def test_every_gpu_case_runs_on_fakegpu_and_bn_bandwidth_counts_five_passes():
     rows = []
     extra = gpu_cases.run(_call_each_once(rows), torch, quick=True, device="fakegpu", torch_device="cpu")
@@ -35,6 +34,7 @@ def test_every_gpu_case_runs_on_fakegpu_and_bn_bandwidth_counts_five_passes():
     assert ours["fraction_of_copy"] is None  # no GPU: no peak to compare with
 
 
+@needs_torch
 def test_the_resnet_step_case_trains_on_fakegpu():
     ((name, ours, theirs),) = gpu_cases.resnet_step_case(torch, "fakegpu", "cpu", depth=8, batch=4)
     assert name == "ResNet-8 train step b4"
@@ -49,6 +49,7 @@ def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
+@needs_torch
 def test_the_cpu_json_describes_the_device(tmp_path):
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
