@@ -208,7 +208,7 @@ def test_errors_name_the_op_and_the_shapes():
         adaptive_instance_norm(tg.zeros(2, 3, 4, 4), tg.zeros(2, 5, 4, 4))
     with pytest.raises(ValueError, match=r"expected content of at least 3 dimensions .* got shape \[2, 3\]"):
         adaptive_instance_norm(tg.zeros(2, 3), tg.zeros(2, 3, 4))
-    with pytest.raises(ValueError, match=r"more than 1 spatial element, got style size torch.Size\(\[2, 3, 1, 1\]\)"):
+    with pytest.raises(ValueError, match=r"more than 1 spatial element, got style size \(2, 3, 1, 1\)"):
         adaptive_instance_norm(tg.zeros(2, 3, 4, 4), tg.zeros(2, 3, 1, 1))
     adaptive_instance_norm(tg.zeros(2, 3, 4, 4), tg.zeros(2, 3, 1, 1), unbiased=False)  # biased: fine
     with pytest.raises(TypeError, match="same dtype"):

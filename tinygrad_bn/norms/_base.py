@@ -130,8 +130,9 @@ def format_float(value):
 
 
 def torch_size(shape):
-    """`torch.Size([1, 3])`, as PyTorch's messages print input sizes."""
-    return f"torch.Size([{', '.join(str(n) for n in shape)}])"
+    """An input size in messages, as a tuple: `(1, 3)` (PyTorch prints `torch.Size([1, 3])`;
+    our messages name no other framework)."""
+    return str(tuple(int(n) for n in shape))
 
 
 def check_more_than_one_value(shape, channel_axis=1, what="per channel"):
@@ -175,7 +176,9 @@ def check_batch_norm_args(opname, input, running_mean, running_var, weight, bias
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         if t is not None and t.numel() != channels:
-            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+            raise RuntimeError(f"{opname}: {name} should contain {channels} elements not {t.numel()} "
+                               f"(expected an input with {t.numel()} channels in dim 1, got input of "
+                               f"shape {tuple(input.shape)})")
     if training and eps <= 0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {format_float(eps)}")
     if not training and eps < 0:

@@ -45,7 +45,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                momentum=0.1, eps=1e-5, node_name="BatchNormBackward"):
     """F.batch_norm: normalizes with batch statistics when `training` (updating the running
     buffers in place when given), with the running statistics otherwise."""
-    check_batch_norm_args("batch_norm", input, running_mean, running_var, weight, bias, training, eps)
+    opname = "batch_norm" if node_name == "BatchNormBackward" else node_name.replace("Backward", "")
+    check_batch_norm_args(opname, input, running_mean, running_var, weight, bias, training, eps)
     shape = input.shape
     channels = shape[1]
     group_shape, axes, param_shape = _geometry(shape)
