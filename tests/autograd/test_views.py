@@ -99,6 +99,15 @@ def test_write_into_an_expanded_view_refuses_overlap():
         y.expand(2, 3).add_(1)
 
 
+def test_setitem_into_views_without_grad():
+    y = tg.zeros(3)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        y.expand(2, 3)[...] = 1.0
+    y.expand(2, 3)[1][0] = 4.0
+    y.T[2] = 5.0
+    assert y.tolist() == [4., 0., 5.] and y._version[0] == 2
+
+
 def test_write_into_a_view_made_under_no_grad_is_refused_when_recorded():
     y = tg.ones(3, requires_grad=True) * 1
     with tg.no_grad():

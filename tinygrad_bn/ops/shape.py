@@ -248,7 +248,8 @@ def setitem(x, key, value):
     except ValueError:
         raise RuntimeError(f"setitem: value of shape {list(value.shape)} cannot be broadcast to "
                            f"the indexed shape {list(target_shape)}") from None
-    if is_grad_enabled() and (x.requires_grad or value.requires_grad):
+    if x._view is not None or (is_grad_enabled() and (x.requires_grad or value.requires_grad)):
+        # recorded, or into a view (overlap check; a row of an expand is read-only in NumPy)
         return x._inplace(SetItem.apply(x, value, key=key), "setitem")
     x.data[key] = value.data
     x._version[0] += 1
