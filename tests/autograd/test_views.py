@@ -280,7 +280,7 @@ def _same(ours, theirs):
 @needs_torch
 @pytest.mark.parametrize("chain", _chains(160), ids=lambda c: "-".join([c[0], *c[1], c[2], c[3]]))
 def test_generated_view_chains_match_pytorch(chain):
-    import torch.nn.functional as TF
+    TF = torch.nn.functional
     theirs = _run_chain(torch, TF, chain)
     ours = _run_chain(tg, F, chain)
     assert _same(ours, theirs), f"\nours:    {ours}\npytorch: {theirs}"
