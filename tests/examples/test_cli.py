@@ -168,6 +168,47 @@ def test_resume_refuses_other_options(two_epochs, tmp_path, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "--depth" in err and "--resume" in err
 
 
+
+def test_a_finished_run_is_not_overwritten_without_resume_or_overwrite(two_epochs, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(two_epochs, out)
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.npz", "metrics.csv", "curves.png")}
+    code, _, err = run_main(resnet_script.main, TINY + ["--epochs", "1", "--no-graphs", "--out", str(out)],
+                            capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--out" in err and "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert all((out / name).read_bytes() == data for name, data in before.items())
+    code, _, err = run_main(resnet_script.main,
+                            TINY + ["--epochs", "1", "--resume", "--overwrite", "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err and "cannot be combined with --resume" in err
+
+
+def test_overwrite_starts_afresh_and_removes_the_old_results(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_main(train_script.main, TINY + ["--model", "small-cnn", "--epochs", "2",
+                                                       "--out", str(out)], capsys)
+    assert code == 0, err
+    (out / "curves.png").write_bytes(b"old curves")
+    code, _, err = run_main(train_script.main, TINY + ["--model", "small-cnn", "--epochs", "1",
+                                                       "--overwrite", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert len(read_rows(out)) == 1 and (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("case", ["npz_deflated_3gib", "npz_header_50gb", "manifest_1e400",
+                                  "manifest_deep", "manifest_str_tensor"])
+def test_resume_from_a_hostile_checkpoint_is_one_line(two_epochs, tmp_path, capsys, case):
+    from tests.data.hostile.build import CASES
+    out = tmp_path / "copy"
+    shutil.copytree(two_epochs, out)
+    hostile = CASES[case][3](str(tmp_path / "hostile"))
+    shutil.copy(hostile, out / "checkpoint.npz")
+    code, _, err = run_main(resnet_script.main,
+                            TINY + ["--epochs", "2", "--resume", "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--resume" in err and "checkpoint.npz" in err and "Traceback" not in err
+
+
 # ---- one-line errors ---------------------------------------------------------------------------
 
 
