@@ -211,8 +211,13 @@ def validate(args, parser_defaults):
         args.image_size = parser_defaults["image_size"] if args.image_size is None else args.image_size
         args.train_size = parser_defaults["train_size"] if args.train_size is None else args.train_size
         args.test_size = parser_defaults["test_size"] if args.test_size is None else args.test_size
-        if args.image_size < 8:
-            fail("--image-size", f"must be at least 8, got {args.image_size}")
+        if not 8 <= args.image_size <= MAX_IMAGE_SIZE:
+            fail("--image-size", f"must be in 8..{MAX_IMAGE_SIZE}, got {args.image_size}")
+        need = (args.train_size + args.test_size) * 3 * args.image_size ** 2 * 4  # float32 RGB
+        if need > _physical_memory() // 2:
+            fail("--image-size", f"{args.image_size} with --train-size {args.train_size} and "
+                                 f"--test-size {args.test_size} needs {need / 2 ** 30:.1f} GiB for the "
+                                 f"images alone, more than half of this machine's memory")
     else:
         if args.image_size is not None:
             fail("--image-size", f"only applies to --dataset embedded ({args.dataset} images have a "
@@ -231,6 +236,16 @@ def validate(args, parser_defaults):
             fail("--milestones", f"expected positive numbers of epochs, got {args.milestones!r}")
     if args.stop_after is not None and args.stop_after > args.epochs:
         fail("--stop-after", f"{args.stop_after} is more than --epochs {args.epochs}")
+
+
+MAX_IMAGE_SIZE = 1024  # the embedded Shapes10 images; larger is surely a typo
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume plenty, the cap still holds
+        return 1 << 62
 
 
 def check_device(device):

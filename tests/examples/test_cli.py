@@ -209,6 +209,23 @@ def test_resume_from_a_hostile_checkpoint_is_one_line(two_epochs, tmp_path, caps
     assert "--resume" in err and "checkpoint.npz" in err and "Traceback" not in err
 
 
+
+@pytest.mark.parametrize("size, expected", [
+    ("1000000", "--image-size: must be in 8..1024, got 1000000"),
+    ("4", "--image-size: must be in 8..1024, got 4"),
+])
+def test_image_size_out_of_range_is_one_line(tmp_path, capsys, size, expected):
+    code, _, err = run_main(train_script.main, ["--image-size", size, "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_image_size_that_cannot_fit_in_memory_is_one_line(tmp_path, capsys):
+    code, _, err = run_main(train_script.main, ["--image-size", "1024", "--train-size", "1000000",
+                                                "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--image-size: 1024 with --train-size 1000000" in err and "GiB" in err
+
+
 # ---- one-line errors ---------------------------------------------------------------------------
 
 
