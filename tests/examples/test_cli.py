@@ -226,6 +226,16 @@ def test_image_size_that_cannot_fit_in_memory_is_one_line(tmp_path, capsys):
     assert "--image-size: 1024 with --train-size 1000000" in err and "GiB" in err
 
 
+
+def test_a_hostile_dataset_file_is_one_line(tmp_path, capsys):
+    from tests.data.hostile.build import cifar_ndarray_call
+    root = cifar_ndarray_call(str(tmp_path / "cifar"))
+    code, _, err = run_main(train_script.main, ["--dataset", "cifar10", "--data-dir", root,
+                                                "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--data-dir" in err and "refusing to call numpy.ndarray" in err
+
+
 # ---- one-line errors ---------------------------------------------------------------------------
 
 
