@@ -3,8 +3,8 @@ and the peak memory the load allocated (tracemalloc: NumPy's buffers included, t
 
     python -m tests.data.hostile.probe CATALOGUE_DIR NAME...
 
-The test runs it under an address-space limit, so a regression fails fast instead of taking
-the machine's memory."""
+It runs under an address-space limit (2 GiB beyond what its imports mapped), so a regression
+fails fast with MemoryError instead of taking the machine's memory."""
 import json
 import os
 import sys
@@ -30,9 +30,24 @@ def file_bytes(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
+ADDRESS_SPACE_HEADROOM = 2 << 30  # beyond what the imports mapped (CUDA maps a lot; be relative)
+
+
+def _limit_address_space(headroom):
+    """From here on, allocations past headroom fail with MemoryError (Linux; elsewhere no limit)."""
+    try:
+        import resource
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError):
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + headroom, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
 def main(folder, names):
     import tinygrad_bn.data  # noqa: F401  (imports outside the measurement)
     import tinygrad_bn.checkpoint  # noqa: F401
+    _limit_address_space(ADDRESS_SPACE_HEADROOM)
     report = {}
     tracemalloc.start()
     for name in names:
