@@ -36,7 +36,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("make, good, bad", CASES, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize("make, good, bad", CASES,
+                         ids=[f"{type(make()).__name__}-{len(good)}d" for make, good, _ in CASES])
 def test_a_refused_batch_is_not_counted(make, good, bad):
     layer = make()
     layer(tg.randn(*good))
