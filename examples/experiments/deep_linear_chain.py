@@ -14,11 +14,8 @@ The relative error of a prediction is |dL - prediction| / |eta g'g|. The same ch
 with a batch-normalized unit at every layer, h_i = gamma_i BN(h_{i-1} w_i) + beta_i (training
 mode: batch statistics), with w_i, gamma_i, beta_i all trained.
 
-Verdict rule: reproduced when, in the plain chain, for every step size the first-order relative
-error at the deepest depth exceeds the one at depth 2 beyond the spread across seeds, and at the
-deepest depth the error at the largest step size exceeds the one at the smallest beyond the
-spread; not reproduced when any of those comparisons goes the other way beyond the spread;
-inconclusive otherwise. The batch-normalized chain is measured and reported, not part of the rule.
+Verdict rule (RULE below, word for word):
+reproduced when, in the plain chain, for every step size the first-order relative error at the deepest depth exceeds the one at depth 2 beyond the spread across seeds, and at the deepest depth the error at the largest step size exceeds the one at the smallest beyond the spread; not reproduced when any of those comparisons goes the other way beyond the spread; inconclusive otherwise. The batch-normalized chain is measured and reported, not part of the rule.
 """
 import sys
 
