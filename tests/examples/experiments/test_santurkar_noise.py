@@ -31,7 +31,7 @@ def test_noise_changes_the_output_and_changes_every_step():
     first, second = noisy(x).detach().numpy(), noisy(x).detach().numpy()
     assert np.abs(first - ref).max() > 0.1 and np.abs(second - first).max() > 0.1
     noisy.eval()
-    assert np.array_equal(noisy.bn(x).numpy(), noisy(x).numpy())  # no noise at evaluation
+    assert np.array_equal(noisy.bn(x).detach().numpy(), noisy(x).detach().numpy())  # no noise at evaluation
 
 
 def test_noise_makes_each_unit_non_zero_mean_non_unit_variance():
