@@ -340,5 +340,18 @@ def test_conv_outputs_do_not_alias_the_reused_column_buffer():
     first = y1.numpy().copy()
     conv2d(x2, w2, padding=1)                            # reuses (and overwrites) the scratch
     np.testing.assert_array_equal(y1.numpy(), first)
-    scratch = conv_module._scratch(np, (1,), np.uint8).base
-    assert not np.shares_memory(y1.numpy(), scratch)
+    for use in ("columns", "padded"):
+        scratch = conv_module._scratch(np, (1,), np.uint8, use).base
+        assert not np.shares_memory(y1.numpy(), scratch)
+
+
+def test_conv_padded_scratch_has_a_zero_border_after_reuse():
+    """The padded buffer is reused and only its border zeroed: a call after a larger one whose
+    values filled the same memory must still see zeros outside the input."""
+    big = np.full((2, 3, 9, 9), 7.0)
+    conv_module._padded_channels_last(np, big, (0, 0), 1)        # fill the buffer with 7s
+    small = np.ones((1, 2, 3, 4))
+    padded = conv_module._padded_channels_last(np, small, (2, 1), 2)
+    expected = np.zeros((1, 7, 6, 2))
+    expected[:, 2:5, 1:5] = 1
+    np.testing.assert_array_equal(padded.reshape(1, 7, 6, 2), expected)
