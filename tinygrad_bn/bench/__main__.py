@@ -86,6 +86,8 @@ def run(args):
         record("norm", name, ours, ref, "torch", unit_scale=1e3, unit="ms", **heavy)
     if not args.quick:
         steps = nn_cases.resnet_step_cases(torch)
+        if steps:  # depth scaling: ResNet-56 has 2.8x the convolutions at the same shapes
+            steps += nn_cases.resnet_step_cases(torch, depth=56)
         if not steps:
             print("resnet: examples.models is not importable; run from the repository root")
         for name, ours, ref in steps:
