@@ -447,10 +447,10 @@ class Tensor:
     # reductions
     def sum(self, dim=None, keepdim=False): return reduce.sum(self, dim, keepdim)
     def mean(self, dim=None, keepdim=False): return reduce.mean(self, dim, keepdim)
-    def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None):
-        return reduce.var(self, dim, keepdim, correction=correction, unbiased=unbiased)
-    def std(self, dim=None, keepdim=False, *, correction=1, unbiased=None):
-        return reduce.std(self, dim, keepdim, correction=correction, unbiased=unbiased)
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return reduce.var(self, dim, unbiased, keepdim, correction=correction)
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return reduce.std(self, dim, unbiased, keepdim, correction=correction)
     def max(self, dim=None, keepdim=False): return reduce.max(self, dim, keepdim)
     def min(self, dim=None, keepdim=False): return reduce.min(self, dim, keepdim)
     def amax(self, dim=None, keepdim=False): return reduce.amax(self, dim, keepdim)
@@ -528,6 +528,8 @@ def _keep_saved_self(node, self_array):
 
 
 def _wrap_dim(dim, ndim, opname):
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{opname}: dim must be an int, got {type(dim).__name__}")
     n = max(ndim, 1)
     if not -n <= dim < n:
         raise IndexError(f"{opname}: Dimension out of range (expected to be in range of "

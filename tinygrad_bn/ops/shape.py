@@ -104,6 +104,8 @@ def permute(x, *dims):
 
 def transpose(x, dim0, dim1):
     d0, d1 = _wrap_dim(dim0, x.ndim, "transpose"), _wrap_dim(dim1, x.ndim, "transpose")
+    if x.ndim == 0:  # dims 0 and -1 name the one "dim" of a 0-d tensor; nothing moves
+        return x
     order = list(range(x.ndim))
     order[d0], order[d1] = order[d1], order[d0]
     return permute(x, *order)
@@ -310,6 +312,15 @@ def stack(tensors, dim=0):
 
 def narrow(x, dim, start, length):
     d = _wrap_dim(dim, x.ndim, "narrow")
+    size = x.shape[d] if x.ndim else 1
+    if not isinstance(start, (int, np.integer)) or not isinstance(length, (int, np.integer)):
+        raise TypeError(f"narrow: start and length must be ints, got {start!r} and {length!r}")
+    if not -size <= start <= size:
+        raise IndexError(f"narrow: start ({start}) out of range for dim {d} of size {size} "
+                         f"(expected to be in range of [{-size}, {size}])")
+    start = start + size if start < 0 else start  # a negative start counts from the end
+    if length < 0 or start + length > size:
+        raise RuntimeError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({size})")
     key = (slice(None),) * d + (slice(start, start + length),)
     return Index.apply(x, key=key, advanced=False)
 
