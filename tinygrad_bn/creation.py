@@ -71,9 +71,20 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
                  requires_grad, "arange")
 
 
+def _endpoint(value, name):
+    """A 0-d Tensor endpoint as a Python number, so that `dtype` alone decides the precision."""
+    from tinygrad_bn.tensor import Tensor
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise RuntimeError(f"linspace: {name} must be a 0-dimensional tensor, got shape {list(value.shape)}")
+        return value.item()
+    return value
+
+
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"linspace: number of steps must be a non-negative int, got {steps!r}")
+    start, end = _endpoint(start, "start"), _endpoint(end, "end")
     return _make(lambda xp, s, dt: xp.linspace(start, end, steps, dtype=dt), (), dtype, device,
                  requires_grad, "linspace")
 
@@ -95,8 +106,13 @@ def randn(*size, dtype=None, device=None, requires_grad=False):
 
 def randint(low, high=None, size=(), dtype=None, device=None):
     """Integers uniform on [low, high)."""
+    if isinstance(high, (tuple, list)) and size == ():  # PyTorch's randint(high, size) form
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
+    for name, v in (("low", low), ("high", high)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"randint: {name} must be an int, got {v!r}")
     if high <= low:
         raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
     return _make(lambda xp, s, dt: backend.generator(device).integers(low, high, size=s).astype(dt),

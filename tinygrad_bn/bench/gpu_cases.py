@@ -82,30 +82,7 @@ def norm_cases(torch, device, torch_device, quick=False):
 
 
 def resnet_step_case(torch, device, torch_device, depth=20, batch=128):
-    try:
-        from examples.models import resnet
-    except ImportError:
-        return []  # run from the repository root to include the ResNet step
-    rng = np.random.default_rng(0)
-    x_np = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
-    y_np = rng.integers(0, 10, batch)
-    model = resnet(depth=depth, block="post").to(device)
-    opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x, y = tg.tensor(x_np, device=device), tg.tensor(y_np, device=device)
-    tmodel = nn_cases._torch_resnet(torch, depth).to(torch_device)
-    topt = torch.optim.SGD(tmodel.parameters(), lr=0.1, momentum=0.9)
-    tx, ty = torch.tensor(x_np, device=torch_device), torch.tensor(y_np, device=torch_device)
-
-    def ours():
-        opt.zero_grad()
-        tg.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    def theirs():
-        topt.zero_grad()
-        torch.nn.functional.cross_entropy(tmodel(tx), ty).backward()
-        topt.step()
-    return [(f"ResNet-{depth} train step b{batch}", ours, theirs)]
+    return nn_cases.resnet_step_cases(torch, depth, batch, device=device, torch_device=torch_device)
 
 
 def peak_bandwidths(device):

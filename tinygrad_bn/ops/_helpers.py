@@ -91,6 +91,8 @@ def normalize_dims(dim, ndim, opname):
     """dim (None, int or sequence) -> a sorted tuple of non-negative axes, checked."""
     if dim is None:
         return tuple(range(ndim))
+    if not isinstance(dim, (int, np.integer, list, tuple)):  # a 0-d Tensor would iterate as "no dims"
+        raise TypeError(f"{opname}: dim must be an int or a tuple of ints, got {type(dim).__name__}")
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
     n = max(ndim, 1)
     out = []

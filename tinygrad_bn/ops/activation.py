@@ -29,7 +29,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     """torch.nn.functional.leaky_relu."""
     _check_tensor(input, "leaky_relu")
     out = LeakyRelu.apply(input, negative_slope=float(negative_slope))
-    return input._inplace(out, "leaky_relu_") if inplace else out
+    return input._inplace(out, "leaky_relu_", result_is_saved=True) if inplace else out
 
 
 class Softmax(Function):
@@ -88,16 +88,25 @@ def _prepare(input, dim, dtype, name):
     return input, _softmax_dim(dim, input, name)
 
 
+def _apply_along(fn, input, d):
+    """A 0-d input works as one element along a dim of size 1; an empty input gives an empty result."""
+    if input.ndim == 0:
+        return fn.apply(input.reshape(1), dim=0).reshape(())
+    if input.numel() == 0:
+        return input * 1.0  # nothing to normalise; still a node, so the graph stays connected
+    return fn.apply(input, dim=d)
+
+
 def softmax(input, dim=None, dtype=None):
     """torch.nn.functional.softmax: exp(x) / sum(exp(x)) along dim."""
     input, d = _prepare(input, dim, dtype, "softmax")
-    return Softmax.apply(input, dim=d)
+    return _apply_along(Softmax, input, d)
 
 
 def log_softmax(input, dim=None, dtype=None):
     """torch.nn.functional.log_softmax: x - logsumexp(x) along dim."""
     input, d = _prepare(input, dim, dtype, "log_softmax")
-    return LogSoftmax.apply(input, dim=d)
+    return _apply_along(LogSoftmax, input, d)
 
 
 def _check_tensor(x, name):

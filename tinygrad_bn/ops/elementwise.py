@@ -274,7 +274,10 @@ def rsqrt(x): return Rsqrt.apply(_as_float(x, "rsqrt"))
 def tanh(x): return Tanh.apply(_as_float(x, "tanh"))
 def sigmoid(x): return Sigmoid.apply(_as_float(x, "sigmoid"))
 def abs(x): return Abs.apply(x)
-def sign(x): return Sign.apply(x)
+def sign(x):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        return Tensor._make(x.data.copy())  # PyTorch: sign of a bool tensor is the tensor itself
+    return Sign.apply(x)
 def relu(x): return Relu.apply(x)
 
 
@@ -365,6 +368,8 @@ def where(condition, a, b):
         raise TypeError(f"where: condition must be a bool Tensor, got {type(condition).__name__}")
     if condition.dtype != dtypes.bool_:
         raise TypeError(f"where: expected condition to be a bool tensor, got dtype {condition.dtype}")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):  # where(cond, 1.0, 0.0): scalars
+        a = as_tensor(a, condition)
     a, b = binary_operands(a, b, "where")
     if condition.device != a.device:
         raise RuntimeError(f"where: expected all tensors to be on the same device, but found "

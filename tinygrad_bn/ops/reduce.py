@@ -5,6 +5,8 @@ gradient over them, so one helper serves every reduction."""
 import builtins
 import collections
 
+import numpy as np
+
 from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.ops._helpers import log_sum_exp_shifted, normalize_dims
@@ -89,19 +91,34 @@ class Var(Function):
         return _unreduce(g, x.shape, dims, keepdim) * centred * (2.0 / (count - correction))
 
 
-def var(x, dim=None, keepdim=False, *, correction=1, unbiased=None):
+def _var_args(dim, unbiased, correction, opname):
+    """PyTorch's overloads: var(), var(unbiased), var(dim, unbiased, keepdim), var(dim, *, correction)."""
+    if isinstance(dim, bool):  # var(unbiased): a bool first argument is not a dim
+        if unbiased is not None:
+            raise TypeError(f"{opname}: got unbiased twice ({dim!r} and {unbiased!r})")
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{opname}: give either unbiased or correction, not both")
     if unbiased is not None:
+        if not isinstance(unbiased, (bool, np.bool_)):
+            raise TypeError(f"{opname}: unbiased must be a bool, got {unbiased!r}")
         correction = 1 if unbiased else 0
+    return dim, 1 if correction is None else correction
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    dim, correction = _var_args(dim, unbiased, correction, "var")
     if not dtypes.is_floating(x.dtype):
         raise RuntimeError(f"var: expected a floating-point tensor, got dtype {x.dtype}")
     dims = normalize_dims(dim, x.ndim, "var")
     return Var.apply(x, dims=dims, keepdim=keepdim, correction=correction)
 
 
-def std(x, dim=None, keepdim=False, *, correction=1, unbiased=None):
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """sqrt(var(x)): the gradient goes through Var and Sqrt."""
     from tinygrad_bn.ops.elementwise import sqrt
-    return sqrt(var(x, dim, keepdim, correction=correction, unbiased=unbiased))
+    dim, correction = _var_args(dim, unbiased, correction, "std")
+    return sqrt(var(x, dim, keepdim=keepdim, correction=correction))
 
 
 class Amax(Function):
@@ -159,6 +176,11 @@ MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
 
 def _max_min(x, dim, keepdim, smallest):
     name = "min" if smallest else "max"
+    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum, whatever b's shape
+        if keepdim is not False:
+            raise TypeError(f"{name}(input, other): takes no keepdim, got keepdim={keepdim!r}")
+        from tinygrad_bn.ops.elementwise import maximum, minimum
+        return (minimum if smallest else maximum)(x, dim)
     if dim is None:
         return amin(x) if smallest else amax(x)
     (d,) = normalize_dims(dim, x.ndim, name) or (0,)
@@ -195,6 +217,11 @@ class LogSumExp(Function):
 
     def forward(self, x, dims, keepdim):
         xp = self.xp
+        if x.size == 0:  # log of an empty sum: -inf (max over an empty axis has no value)
+            kept = xp.full(_kept_shape(x.shape, dims), -xp.inf, dtype=x.dtype)
+            out = kept if keepdim else kept.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
+            self.save_for_backward(x=x, y=out)
+            return out
         m = x.max(axis=dims, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows: keep them -inf, not nan
         y = log_sum_exp_shifted(xp, x - m, dims) + m

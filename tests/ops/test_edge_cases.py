@@ -1,0 +1,134 @@
+"""Issue 18: silent wrong results, 0-d and empty inputs, PyTorch overloads (regressions, with parity)."""
+import numpy as np
+import pytest
+
+import tinygrad_bn as tg
+import tinygrad_bn.nn.functional as F
+from tinygrad_bn import nn
+from tests.helpers import assert_close, needs_torch, torch
+
+X = np.array([[1.0, 2.0, 3.0], [1.5, 2.0, 2.2]])
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("a,b", [(2.0, 5.0), (X, 2.1), (X, X[::-1].copy()), (2.0, X)])
+def test_max_min_two_tensors_is_elementwise(name, a, b):
+    ta, tb = tg.tensor(a, requires_grad=True), tg.tensor(b, requires_grad=True)
+    ra, rb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    ours, ref = getattr(tg, name)(ta, tb), getattr(torch, name)(ra, rb)
+    assert_close(ours, ref)
+    ours.sum().backward(); ref.sum().backward()
+    assert_close(ta.grad, ra.grad); assert_close(tb.grad, rb.grad)
+    assert_close(getattr(ta, name)(tb), ref)  # the method form too
+
+
+@needs_torch
+@pytest.mark.parametrize("start,length", [(-3, 3), (-10, 2), (0, 0), (10, 0), (-1, 1)])
+def test_narrow_negative_start(start, length):
+    assert_close(tg.narrow(tg.arange(10.), 0, start, length), torch.narrow(torch.arange(10.), 0, start, length))
+
+
+@pytest.mark.parametrize("start,length,exc,pattern", [
+    (11, 0, IndexError, r"narrow: start \(11\) out of range for dim 0 of size 10"),
+    (-11, 1, IndexError, r"narrow: start \(-11\) out of range"),
+    (8, 3, RuntimeError, r"narrow: start \(8\) \+ length \(3\) exceeds dimension size \(10\)"),
+])
+def test_narrow_refuses_out_of_range(start, length, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        tg.narrow(tg.arange(10.), 0, start, length)
+
+
+@pytest.mark.parametrize("fn,pattern", [
+    (lambda: tg.sum(tg.ones(2, 3), tg.tensor(1)), r"sum: dim must be an int or a tuple of ints, got Tensor"),
+    (lambda: tg.ones(2, 3).mean(tg.tensor(0)), r"mean: dim must be an int"),
+    (lambda: tg.ones(2, 3).transpose(tg.tensor(0), 1), r"transpose: dim must be an int, got Tensor"),
+    (lambda: tg.ones(2, 3).var(tg.tensor(0)), r"var: dim must be an int"),
+])
+def test_zero_d_tensor_as_dim_raises_type_error(fn, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        fn()
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["var", "std"])
+@pytest.mark.parametrize("args,kwargs", [
+    ((1, False), {}), ((1, True), {}), ((1, False, True), {}), ((False,), {}), ((True,), {}),
+    ((), {}), ((0,), {"keepdim": True}), ((1,), {"correction": 0}), ((), {"correction": None}),
+    ((1,), {"correction": None, "keepdim": True}), ((), {"unbiased": False}), (((0, 1), False), {}),
+])
+def test_var_std_pytorch_overloads(name, args, kwargs):
+    ours = getattr(tg.tensor(X), name)(*args, **kwargs)
+    assert_close(ours, getattr(torch.tensor(X), name)(*args, **kwargs), what=f"{name}{args}{kwargs}")
+    assert_close(getattr(tg, name)(tg.tensor(X), *args, **kwargs), ours)
+
+
+def test_var_refuses_unbiased_and_correction():
+    with pytest.raises(TypeError, match="var: give either unbiased or correction, not both"):
+        tg.tensor(X).var(1, True, correction=0)
+
+
+@needs_torch
+def test_zero_d_transpose_softmax():
+    s = tg.tensor(1.5, requires_grad=True)
+    assert s.transpose(0, 0).shape == () and s.transpose(-1, 0).shape == ()
+    for ours, ref in [(F.softmax(s, 0), torch.softmax(torch.tensor(1.5), 0)),
+                      (F.log_softmax(s, -1), torch.log_softmax(torch.tensor(1.5), -1)),
+                      (nn.Softmax(0)(s), torch.nn.Softmax(0)(torch.tensor(1.5))),
+                      (nn.LogSoftmax(0)(s), torch.nn.LogSoftmax(0)(torch.tensor(1.5)))]:
+        assert ours.shape == () and ours.dtype == tg.float32
+        assert_close(ours, ref)
+    F.log_softmax(s, 0).backward()
+    assert_close(s.grad, np.array(0.0))
+
+
+@needs_torch
+@pytest.mark.parametrize("shape,dim", [((2, 0), 1), ((0, 3), 0), ((0, 3), 1), ((0,), 0)])
+def test_softmax_logsumexp_over_empty(shape, dim):
+    x = tg.ones(*shape, requires_grad=True)
+    r = torch.ones(*shape)
+    assert_close(F.softmax(x, dim), torch.softmax(r, dim))
+    assert_close(F.log_softmax(x, dim), torch.log_softmax(r, dim))
+    for keepdim in (False, True):
+        ours = tg.logsumexp(x, dim, keepdim)
+        assert_close(ours, torch.logsumexp(r, dim, keepdim))
+    tg.logsumexp(x, dim).sum().backward()
+    assert x.grad.shape == shape
+
+
+@needs_torch
+def test_randint_high_size_form():
+    t = tg.randint(10, (3,))
+    assert t.shape == (3,) and t.dtype == tg.int64 and ((t.numpy() >= 0) & (t.numpy() < 10)).all()
+    assert tg.randint(2, 5, (4, 2)).shape == (4, 2)
+    assert tg.randint(3, size=(2,)).shape == (2,)
+    with pytest.raises(TypeError, match="randint: high must be an int"):
+        tg.randint(0, 2.5, (2,))
+
+
+@needs_torch
+def test_sign_of_bool():
+    v = [True, False, True]
+    ours = tg.sign(tg.tensor(v))
+    ref = torch.sign(torch.tensor(v))
+    assert ours.dtype == tg.bool and ours.numpy().tolist() == ref.tolist()
+
+
+@needs_torch
+@pytest.mark.parametrize("a,b", [(1.0, 0.0), (1, 0), (1, 0.5), (True, False)])
+def test_where_two_scalars(a, b):
+    c = [True, False, True]
+    ours, ref = tg.where(tg.tensor(c), a, b), torch.where(torch.tensor(c), a, b)
+    assert str(ours.dtype).split(".")[-1] == str(ref.dtype).split(".")[-1]
+    assert_close(ours, ref)
+
+
+@needs_torch
+def test_linspace_tensor_endpoint_honours_dtype():
+    ours = tg.linspace(tg.tensor(0.0, dtype=tg.float64), tg.tensor(1 / 3, dtype=tg.float64), 4, dtype=tg.float64)
+    ref = torch.linspace(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1 / 3, dtype=torch.float64), 4,
+                         dtype=torch.float64)
+    assert ours.dtype == tg.float64
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-15, atol=0)
+    with pytest.raises(RuntimeError, match="linspace: end must be a 0-dimensional tensor"):
+        tg.linspace(0.0, tg.ones(2), 3)
