@@ -2,6 +2,7 @@
 and numerical gradient checking."""
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from tinygrad_bn.autograd.grad_mode import inference_mode
 
 
 def _as_list(x):
@@ -74,6 +75,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 from tinygrad_bn.autograd.gradcheck import gradcheck, gradgradcheck  # noqa: E402
+from tinygrad_bn.autograd.engine import (detect_anomaly, is_anomaly_enabled,  # noqa: E402
+                                         set_detect_anomaly)
 
 __all__ = ["Function", "backward", "grad", "no_grad", "enable_grad", "set_grad_enabled",
-           "is_grad_enabled", "gradcheck", "gradgradcheck"]
+           "is_grad_enabled", "gradcheck", "gradgradcheck", "detect_anomaly", "set_detect_anomaly",
+           "is_anomaly_enabled", "inference_mode"]

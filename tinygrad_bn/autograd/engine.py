@@ -7,6 +7,9 @@
    its edges: to the producing node's buffer, or into a leaf tensor's `.grad`.
 3. Free. Unless retain_graph, each node drops its saved arrays as soon as its backward has run.
 """
+import functools
+import threading
+import traceback
 import warnings
 import weakref
 
@@ -14,14 +17,88 @@ from tinygrad_bn.autograd import function as _function
 from tinygrad_bn.autograd.grad_mode import set_grad_enabled
 
 
-def anomaly_mode_enabled():
-    """The hook anomaly mode (tg.autograd.detect_anomaly / set_detect_anomaly) plugs into.
+class _AnomalyState(threading.local):
+    enabled = False  # anomaly mode: the one switch besides grad mode, off by default, per thread
+    check_nan = True
 
-    The engine consults it only when a backward breaks the contract in a way it can repair: a
-    gradient of another dtype than its input (cast, as PyTorch does) or None for an input that
-    requires grad (warned). Under anomaly mode both raise instead. Until anomaly mode exists this
-    says False."""
-    return False
+
+_anomaly = _AnomalyState()
+
+
+def anomaly_mode_enabled():
+    """Is anomaly mode on (tg.autograd.detect_anomaly / set_detect_anomaly)?
+
+    When it is, every recorded node keeps the traceback of the forward call that created it
+    (Function.apply), and the graph walk checks each gradient a backward returns: the first one
+    with a nan or an inf raises, naming the node and showing where the node was made in forward.
+    It also turns the two repairs of a broken backward contract into errors: a gradient of another
+    dtype than its input (otherwise cast, as PyTorch does) and None for an input that requires
+    grad (otherwise warned). Off, it costs one attribute read per node."""
+    return _anomaly.enabled
+
+
+class set_detect_anomaly:
+    """set_detect_anomaly(True) turns anomaly mode on (off with False); also a context manager
+    that restores the previous setting on exit. `check_nan=False` keeps the tracebacks but skips
+    the nan/inf check of every gradient."""
+
+    def __init__(self, mode, check_nan=True):
+        if not isinstance(mode, bool):
+            raise TypeError(f"set_detect_anomaly: mode must be a bool, got {mode!r}")
+        self.prev = (_anomaly.enabled, _anomaly.check_nan)
+        _anomaly.enabled, _anomaly.check_nan = mode, bool(check_nan)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _anomaly.enabled, _anomaly.check_nan = self.prev
+        return False
+
+
+class detect_anomaly:
+    """`with detect_anomaly():` (or `@detect_anomaly()`): anomaly mode on inside, restored after.
+
+    Slow (a traceback per node, an isfinite per gradient): for finding where a nan comes from."""
+
+    def __init__(self, check_nan=True):
+        self.check_nan = check_nan
+        self.prev = []
+
+    def __enter__(self):
+        self.prev.append((_anomaly.enabled, _anomaly.check_nan))
+        _anomaly.enabled, _anomaly.check_nan = True, bool(self.check_nan)
+        return self
+
+    def __exit__(self, *exc):
+        _anomaly.enabled, _anomaly.check_nan = self.prev.pop()
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with detect_anomaly(self.check_nan):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+def _check_finite(node, grads):
+    """Anomaly mode: the first gradient with a nan or inf raises, with the node's forward traceback."""
+    for i, grad in enumerate(grads):
+        if grad is None or grad.dtype.kind != "f":
+            continue
+        data = grad.data
+        xp = node.xp or _function.backend.xp_of(data)
+        if bool(xp.isfinite(data).all()):
+            continue
+        bad = "nan" if bool(xp.isnan(data).any()) else "inf"
+        trace = node.creation_trace
+        where = ("".join(traceback.format_list(trace)) if trace else
+                 "  (not recorded: the node was made while anomaly mode was off)\n")
+        raise RuntimeError(
+            f"Function '{node.name}' returned {bad} values in its {i}th output (the gradient of "
+            f"input {i}, {_input_name(node, i)!r}, shape {list(grad.shape)}).\n"
+            f"The node was created in forward at (most recent call last):\n{where}")
 
 
 def topological_order(root_nodes, oldest_seq=-1):
@@ -181,6 +258,8 @@ def run_backward(roots, root_grads, retain_graph=False, create_graph=False, inpu
             if not retain_graph:
                 node.release()
             grads_in = _check_gradients(node, grads_in)
+            if _anomaly.enabled and _anomaly.check_nan:
+                _check_finite(node, grads_in)
             for i, (edge, grad) in enumerate(zip(node.next_edges, grads_in)):
                 if edge is None:
                     continue
@@ -319,3 +398,8 @@ class _Handle:
     def remove(self):
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
+
+
+def is_anomaly_enabled():
+    """torch.is_anomaly_enabled: is anomaly mode on in this thread?"""
+    return _anomaly.enabled

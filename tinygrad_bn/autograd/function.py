@@ -22,6 +22,7 @@ import inspect
 import itertools
 import linecache
 import re
+import traceback
 
 import numpy as np
 
@@ -60,6 +61,7 @@ class Function:
     _recording = False
     _non_differentiable = ()
     _released = False
+    creation_trace = None       # anomaly mode: the forward traceback of the call that made the node
     _input_arrays = ()
     _tensor_hooks = None        # output index -> [hook], for non-leaf tensors
     _retained = None            # output index -> weakref(tensor), for retain_grad()
@@ -252,6 +254,8 @@ class Function:
         single = type(result) is not tuple
         results = (result,) if single else result
         ctx.seq = next(_sequence)
+        if _engine._anomaly.enabled:  # anomaly mode: remember where in forward this node was made
+            ctx.creation_trace = traceback.extract_stack()[:-1]
         ctx._input_arrays = ()
         # per input, where its gradient goes: its producing node, the leaf itself, or nowhere
         ctx.next_edges = tuple((t.grad_fn, t._output_index) if t.grad_fn is not None
@@ -348,3 +352,6 @@ def _array_attrs(attrs):
     """Memory owners of the arrays among a call's keyword attributes (running buffers)."""
     return {_memory_owner(v) for v in attrs.values() if getattr(v, "ndim", None) is not None
             and getattr(v, "dtype", None) is not None and not isinstance(v, (bool, int, float))}
+
+
+from tinygrad_bn.autograd import engine as _engine  # noqa: E402  (engine imports this module)

@@ -52,3 +52,23 @@ class enable_grad(set_grad_enabled):
 
     def __init__(self):
         super().__init__(True)
+
+
+class inference_mode(set_grad_enabled):
+    """`with inference_mode():` or `@inference_mode()`: like no_grad (no graph is recorded).
+
+    PyTorch's inference tensors are a speed-up on top of no_grad; here they are plain tensors,
+    so inference_mode(False) is enable_grad. No second mode flag: it is grad mode."""
+
+    def __init__(self, mode=True):
+        if not isinstance(mode, bool):
+            raise TypeError(f"inference_mode: mode must be a bool, got {mode!r}")
+        super().__init__(not mode)
+        self.inference = mode
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with inference_mode(self.inference):
+                return fn(*args, **kwargs)
+        return wrapper
