@@ -17,6 +17,11 @@ from tinygrad_bn.ops.reduce import (amax, amin, argmax, argmin, logsumexp, max, 
 from tinygrad_bn.ops.shape import (cat, chunk, flatten, narrow, pad, permute, reshape, split,  # noqa: F401
                                    squeeze, stack, transpose, unsqueeze)
 from tinygrad_bn.tensor import Tensor  # noqa: F401
+from tinygrad_bn.tensor import allclose  # noqa: F401
+from tinygrad_bn.ops.activation import log_softmax, softmax  # noqa: F401
+from tinygrad_bn.ops.linalg import einsum  # noqa: F401
+from tinygrad_bn.autograd.grad_mode import inference_mode  # noqa: F401
+from tinygrad_bn.creation import as_tensor, from_numpy, is_tensor  # noqa: F401
 
 bool = bool_  # torch.bool
 float = float32  # torch.float

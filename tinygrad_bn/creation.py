@@ -142,3 +142,29 @@ randn_like = _like(randn)
 def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
     return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device,
                 requires_grad=requires_grad)
+
+
+def from_numpy(ndarray):
+    """A CPU tensor sharing the NumPy array's memory (writes show through both ways)."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray (got {type(ndarray).__name__})")
+    if ndarray.dtype not in dtypes.SUPPORTED:
+        raise TypeError(f"from_numpy: can't convert np.ndarray of type {ndarray.dtype}; the "
+                        f"supported types are: {', '.join(str(np.dtype(d)) for d in dtypes.SUPPORTED)}")
+    return Tensor._make(ndarray)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """data as a tensor, without a copy where it already is one (or an array) of that dtype and
+    device; a Tensor keeps its graph (a dtype or device change is a differentiable .to)."""
+    if isinstance(data, Tensor):
+        return data.to(*(a for a in (device, dtype) if a is not None))
+    if backend.is_array(data):
+        t = Tensor(data, dtype=dtype, device=device)
+        return t
+    return Tensor(data, dtype=dtype, device=device)
+
+
+def is_tensor(obj):
+    """True if obj is a tinygrad_bn Tensor."""
+    return isinstance(obj, Tensor)

@@ -476,6 +476,159 @@ class Tensor:
     def clone(self): return elementwise.clone(self)
     def matmul(self, other): return matmul.matmul(self, other)
 
+    # ---- PyTorch's method forms (issue 15): thin routes to the functions of tinygrad_bn.ops ----
+    def add(self, other, *, alpha=1): return elementwise.add(self, _scaled(other, alpha, "add"))
+    def sub(self, other, *, alpha=1): return elementwise.sub(self, _scaled(other, alpha, "sub"))
+    def mul(self, other): return elementwise.mul(self, other)
+    def div(self, other, *, rounding_mode=None):
+        if rounding_mode is None:
+            return elementwise.div(self, other)
+        return _rounded_div(self, other, rounding_mode)
+    def eq(self, other): return elementwise.eq(self, other)
+    def ne(self, other): return elementwise.ne(self, other)
+    def gt(self, other): return elementwise.gt(self, other)
+    def ge(self, other): return elementwise.ge(self, other)
+    def lt(self, other): return elementwise.lt(self, other)
+    def le(self, other): return elementwise.le(self, other)
+    def mm(self, mat2): return linalg.mm(self, mat2)
+    def bmm(self, mat2): return linalg.bmm(self, mat2)
+    def outer(self, vec2): return linalg.outer(self, vec2)
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None): return linalg.norm(self, p, dim, keepdim, dtype)
+    def softmax(self, dim, dtype=None): return activation.softmax(self, dim, dtype)
+    def log_softmax(self, dim, dtype=None): return activation.log_softmax(self, dim, dtype)
+    def masked_fill(self, mask, value): return indexing.masked_fill(self, mask, value)
+    def masked_fill_(self, mask, value): return self._inplace(indexing.masked_fill(self, mask, value), "masked_fill_")
+    def gather(self, dim, index, *, sparse_grad=False): return indexing.gather(self, dim, index)
+    def scatter(self, dim, index, src=None, *, value=None, reduce=None):
+        return indexing.scatter(self, dim, index, src, value=value, reduce=reduce)
+    def scatter_add(self, dim, index, src): return indexing.scatter_add(self, dim, index, src)
+    def index_select(self, dim, index): return indexing.index_select(self, dim, index)
+    def topk(self, k, dim=-1, largest=True, sorted=True): return sorting.topk(self, k, dim, largest, sorted)
+    def sort(self, dim=-1, descending=False, stable=False): return sorting.sort(self, dim, descending, stable)
+    def cumsum(self, dim, dtype=None): return cumulative.cumsum(self, dim, dtype)
+    def cumprod(self, dim, dtype=None): return cumulative.cumprod(self, dim, dtype)
+    def prod(self, dim=None, keepdim=False, dtype=None): return cumulative.prod(self, dim, keepdim, dtype)
+    def flip(self, *dims): return layout.flip(self, dims[0] if len(dims) == 1 else dims)
+    def roll(self, shifts, dims=None): return layout.roll(self, shifts, dims)
+    def repeat(self, *sizes): return layout.repeat(self, *sizes)
+    def tril(self, diagonal=0): return layout.tril(self, diagonal)
+    def triu(self, diagonal=0): return layout.triu(self, diagonal)
+    def diag(self, diagonal=0): return layout.diag(self, diagonal)
+    def t(self): return layout.t(self)
+    def unbind(self, dim=0): return layout.unbind(self, dim)
+    def unflatten(self, dim, sizes): return layout.unflatten(self, dim, sizes)
+    def narrow(self, dim, start, length): return shape_ops.narrow(self, dim, start, length)
+    def view_as(self, other): return shape_ops.reshape(self, _other(other, "view_as").shape)
+    def type_as(self, other): return self.to(_other(other, "type_as").dtype)
+    def floor(self): return pointwise.floor(self)
+    def ceil(self): return pointwise.ceil(self)
+    def round(self, decimals=0): return pointwise.round(self, decimals)
+    def trunc(self): return pointwise.trunc(self)
+    def sin(self): return pointwise.sin(self)
+    def cos(self): return pointwise.cos(self)
+    def isnan(self): return pointwise.isnan(self)
+    def isinf(self): return pointwise.isinf(self)
+
+    def all(self, dim=None, keepdim=False):
+        """True where every element (along dim) is non-zero; a bool tensor, no gradient."""
+        from tinygrad_bn.ops._helpers import normalize_dims
+        dims = normalize_dims(dim, self.ndim, "all")
+        return Tensor._make(self.data.astype(bool).all(axis=dims, keepdims=keepdim))
+
+    def any(self, dim=None, keepdim=False):
+        """True where some element (along dim) is non-zero; a bool tensor, no gradient."""
+        from tinygrad_bn.ops._helpers import normalize_dims
+        dims = normalize_dims(dim, self.ndim, "any")
+        return Tensor._make(self.data.astype(bool).any(axis=dims, keepdims=keepdim))
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return allclose(self, other, rtol, atol, equal_nan)
+
+    # new tensors like this one: its dtype and device unless given
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self.new_full(_size_arg(size), 0, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self.new_full(_size_arg(size), 1, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+        from tinygrad_bn import creation
+        return creation.full(tuple(size), fill_value, dtype=dtype or self.dtype,
+                             device=device or self.device, requires_grad=requires_grad)
+
+    def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+        from tinygrad_bn import creation
+        return creation.tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+                               requires_grad=requires_grad)
+
+    # in-place random fills (the device's seeded generator); PyTorch's rules for leaves apply
+    def normal_(self, mean=0.0, std=1.0):
+        if std < 0:
+            raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
+        gen = backend.generator(self.device)
+        fresh = gen.standard_normal(self.shape).astype(self.dtype, copy=False) * std + mean
+        return self._inplace(Overwrite.apply(self, Tensor._make(fresh.astype(self.dtype, copy=False))), "normal_")
+
+    def uniform_(self, a=0.0, b=1.0, **kwargs):
+        a, b = kwargs.pop("from", a), kwargs.pop("to", b)
+        if kwargs:
+            raise TypeError(f"uniform_: unexpected keyword arguments {sorted(kwargs)}")
+        if a > b:
+            raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
+        fresh = backend.generator(self.device).uniform(a, b, self.shape).astype(self.dtype, copy=False)
+        return self._inplace(Overwrite.apply(self, Tensor._make(fresh)), "uniform_")
+
+
+def _scaled(other, alpha, opname):
+    """other * alpha for add/sub's alpha (PyTorch: an integer tensor takes no float alpha)."""
+    if alpha == 1:
+        return other
+    if isinstance(alpha, float) and isinstance(other, Tensor) and not dtypes.is_floating(other.dtype):
+        raise RuntimeError(f"{opname}: For integral input tensors, argument alpha must not be a "
+                           f"floating point number (got alpha={alpha})")
+    return other * alpha
+
+
+def _rounded_div(a, b, mode):
+    """div(rounding_mode='trunc' | 'floor'): the quotient rounded; integers stay integers."""
+    if mode not in ("trunc", "floor"):
+        raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
+                         f"found {mode!r}")
+    from tinygrad_bn.ops._helpers import binary_operands
+    a, b = binary_operands(a, b, "div")
+    if dtypes.is_floating(a.dtype):
+        q = elementwise.div(a, b)
+        return pointwise.trunc(q) if mode == "trunc" else pointwise.floor(q)
+    if mode == "floor":
+        return Tensor._make(a.xp.floor_divide(a.data, b.data))
+    return Tensor._make((a.xp.trunc(a.data / b.data)).astype(a.dtype))
+
+
+def _other(other, opname):
+    if not isinstance(other, Tensor):
+        raise TypeError(f"{opname}(): argument 'other' must be Tensor, not {type(other).__name__}")
+    return other
+
+
+def _size_arg(size):
+    return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|input - other| <= atol + rtol |other| everywhere (broadcasting): a Python bool."""
+    if not isinstance(input, Tensor) or not isinstance(other, Tensor):
+        raise TypeError(f"allclose: expected two Tensors, got {type(input).__name__} and "
+                        f"{type(other).__name__}")
+    if input.dtype != other.dtype:
+        raise RuntimeError(f"allclose: expected both tensors to have the same dtype, got "
+                           f"{input.dtype} and {other.dtype}")
+    if input.device != other.device:
+        raise RuntimeError(f"allclose: expected both tensors on one device, got {input.device} "
+                           f"and {other.device}")
+    from tinygrad_bn.ops._helpers import broadcast_shape
+    broadcast_shape(input.shape, other.shape, "allclose")
+    return bool(input.xp.allclose(input.data, other.data, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
 
 def _host_array(data, dtype):
     """A NumPy array from Python data, with PyTorch's default dtypes (float32, int64, bool)."""
@@ -543,3 +696,4 @@ function_module.Tensor = Tensor
 # The ops import Tensor; importing them here, after the class exists, closes the loop.
 from tinygrad_bn.ops import elementwise, matmul, reduce  # noqa: E402
 from tinygrad_bn.ops import shape as shape_ops  # noqa: E402
+from tinygrad_bn.ops import activation, cumulative, indexing, layout, linalg, pointwise, sorting  # noqa: E402

@@ -1,0 +1,28 @@
+"""A tiny driver shared by the test files of the ops added for issue 15: each case is
+(id, our_fn, torch_fn, input shapes, options) as in op_table.py; options: low/high (input range),
+grad=False (no gradient), double=False (skip gradgradcheck, with a reason in the table)."""
+import pytest
+
+from tests.helpers import check_grads, check_torch
+
+
+def parity_and_gradchecks(cases):
+    """Two parametrized tests for a table: PyTorch parity in float64 (forward and every input
+    gradient), and gradcheck + gradgradcheck, both on every backend."""
+    ids = [c[0] for c in cases]
+
+    @pytest.mark.parametrize("case", cases, ids=ids)
+    def test_parity_float64(case, device):
+        name, ours, theirs, shapes, opts = case
+        check_torch(ours, theirs, shapes, device=device, low=opts.get("low"), high=opts.get("high"),
+                    grad=opts.get("grad", True), arrays=opts.get("arrays"))
+
+    differentiable = [c for c in cases if c[4].get("grad", True)]
+
+    @pytest.mark.parametrize("case", differentiable, ids=[c[0] for c in differentiable])
+    def test_gradcheck_and_gradgradcheck(case, device):
+        name, ours, _, shapes, opts = case
+        check_grads(ours, shapes, device=device, low=opts.get("low"), high=opts.get("high"),
+                    double=opts.get("double", True), arrays=opts.get("arrays"))
+
+    return test_parity_float64, test_gradcheck_and_gradgradcheck

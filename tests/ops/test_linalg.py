@@ -1,0 +1,65 @@
+"""mm, bmm, outer, einsum, norm (tinygrad_bn/ops/linalg.py)."""
+import numpy as np
+import pytest
+
+import tinygrad_bn as tg
+from tests.helpers import torch, needs_torch, assert_close
+from tests.ops.method_cases import parity_and_gradchecks
+
+INF = float("inf")
+CASES = [
+    ("mm", lambda a, b: a.mm(b), lambda a, b: a.mm(b), [(2, 3), (3, 4)], {}),
+    ("bmm", lambda a, b: a.bmm(b), lambda a, b: a.bmm(b), [(2, 2, 3), (2, 3, 4)], {}),
+    ("outer", lambda a, b: a.outer(b), lambda a, b: a.outer(b), [(3,), (4,)], {}),
+    ("einsum_matmul", lambda a, b: tg.einsum("ij,jk->ik", a, b), lambda a, b: torch.einsum("ij,jk->ik", a, b), [(2, 3), (3, 4)], {}),
+    ("einsum_implicit", lambda a, b: tg.einsum("ij,jk", a, b), lambda a, b: torch.einsum("ij,jk", a, b), [(2, 3), (3, 4)], {}),
+    ("einsum_list", lambda a, b: tg.einsum("bi,bi->b", [a, b]), lambda a, b: torch.einsum("bi,bi->b", [a, b]), [(3, 4), (3, 4)], {}),
+    ("einsum_trace", lambda a: tg.einsum("ii", a), lambda a: torch.einsum("ii", a), [(3, 3)], {}),
+    ("einsum_diagonal", lambda a: tg.einsum("ii->i", a), lambda a: torch.einsum("ii->i", a), [(3, 3)], {}),
+    ("einsum_sum_out", lambda a: tg.einsum("ijk->j", a), lambda a: torch.einsum("ijk->j", a), [(2, 3, 4)], {}),
+    ("einsum_transpose", lambda a: tg.einsum("ij->ji", a), lambda a: torch.einsum("ij->ji", a), [(2, 3)], {}),
+    ("einsum_ellipsis", lambda a, b: tg.einsum("...ij,...jk->...ik", a, b),
+     lambda a, b: torch.einsum("...ij,...jk->...ik", a, b), [(2, 2, 3), (2, 3, 2)], {}),
+    ("einsum_ellipsis_right_aligned", lambda a, b: tg.einsum("...i,i->...", a, b),
+     lambda a, b: torch.einsum("...i,i->...", a, b), [(2, 3, 4), (4,)], {}),
+    ("einsum_three", lambda a, b, c: tg.einsum("i,ij,j->", a, b, c),
+     lambda a, b, c: torch.einsum("i,ij,j->", a, b, c), [(2,), (2, 3), (3,)], {}),
+    ("einsum_outer_batch", lambda a, b: tg.einsum("bi,bj->bij", a, b),
+     lambda a, b: torch.einsum("bi,bj->bij", a, b), [(2, 3), (2, 2)], {}),
+    ("norm_fro", lambda a: a.norm(), lambda a: a.norm(), [(3, 4)], {}),
+    ("norm_dim", lambda a: a.norm(dim=1), lambda a: a.norm(dim=1), [(3, 4)], {}),
+    ("norm_p1_keep", lambda a: a.norm(1, dim=0, keepdim=True), lambda a: a.norm(1, dim=0, keepdim=True), [(3, 4)], {}),
+    ("norm_p3_dims", lambda a: a.norm(3, dim=(0, 2)), lambda a: a.norm(3, dim=(0, 2)), [(2, 3, 2)], {}),
+    ("norm_inf", lambda a: a.norm(INF, dim=1), lambda a: a.norm(INF, dim=1), [(3, 4)], {}),
+    ("norm_neg_inf", lambda a: a.norm(-INF), lambda a: a.norm(-INF), [(3, 4)], {}),
+]
+test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+
+
+@needs_torch
+def test_norm_of_zeros_has_zero_gradient_like_pytorch():
+    ours = tg.zeros(3, dtype=tg.float64, requires_grad=True)
+    ref = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    ours.norm().backward()
+    ref.norm().backward()
+    assert_close(ours.grad, ref.grad)
+    assert_close(tg.tensor([0.0, 2.0, -1.0]).norm(0), torch.tensor([0.0, 2.0, -1.0]).norm(0))
+
+
+@pytest.mark.parametrize("fn,exc,pattern", [
+    (lambda: tg.ones(2, 3).mm(tg.ones(3)), RuntimeError, r"mm: expected two matrices, got shapes \[2, 3\] and \[3\]"),
+    (lambda: tg.ones(2, 3).mm(tg.ones(4, 2)), RuntimeError, r"matmul: mat1 and mat2 shapes cannot be multiplied \(2x3 and 4x2\)"),
+    (lambda: tg.ones(2, 2, 3).bmm(tg.ones(3, 3, 4)), RuntimeError, r"bmm: batch1 and batch2 must have the same batch size, got 2 and 3"),
+    (lambda: tg.ones(2, 3).bmm(tg.ones(2, 3, 4)), RuntimeError, r"bmm: batch1 and batch2 must be 3D tensors, got shapes \[2, 3\] and \[2, 3, 4\]"),
+    (lambda: tg.ones(2, 3).outer(tg.ones(3)), RuntimeError, r"outer: expected two 1-D vectors, got shapes \[2, 3\] and \[3\]"),
+    (lambda: tg.einsum("ij,jk->ik", tg.ones(2, 3), tg.ones(4, 2)), RuntimeError, r"einsum\(\): subscript 'j' has size 3 in one operand and 4 in another"),
+    (lambda: tg.einsum("ij,jk->ik", tg.ones(2, 3)), ValueError, r"einsum\(\): the equation 'ij,jk->ik' has 2 operand\(s\) but 1 tensor\(s\) were given"),
+    (lambda: tg.einsum("ijk->i", tg.ones(2, 3)), RuntimeError, r"einsum\(\): the subscripts 'ijk' do not match operand of shape \[2, 3\] \(2 dims\)"),
+    (lambda: tg.einsum("ij->iz", tg.ones(2, 3)), ValueError, r"einsum\(\): output subscript 'z' appears in no operand"),
+    (lambda: tg.einsum(tg.ones(2), "i"), TypeError, r"einsum\(\): the first argument must be the equation string"),
+    (lambda: tg.ones(3).norm("nuc"), RuntimeError, r"norm: p must be 'fro', inf, -inf or a number, got 'nuc'"),
+    (lambda: tg.tensor([1, 2]).norm(), RuntimeError, r"norm\(\): input dtype should be floating point, but got int64"),
+])
+def test_bad_arguments(fn, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn()
