@@ -153,3 +153,30 @@ def test_every_listed_name_exists():
     assert [m for m in ISSUE_15_METHODS if not callable(getattr(tg.Tensor, m, None))] == []
     assert [n for n in ISSUE_15_TOP_LEVEL if not callable(getattr(tg, n, None))] == []
     assert callable(tg.autograd.detect_anomaly) and callable(tg.autograd.set_detect_anomaly)
+
+
+@needs_torch
+def test_top_level_functional_forms_match_pytorch():
+    a = np.array([[0.3, -1.2, 2.5], [1.7, 0.4, -0.6]])
+    x, r = tg.tensor(a), torch.tensor(a)
+    idx = np.array([[2, 0], [1, 1]])
+    pairs = [
+        (tg.gather(x, 1, tg.tensor(idx)), torch.gather(r, 1, torch.tensor(idx))),
+        (tg.cumsum(x, 0), torch.cumsum(r, 0)), (tg.cumprod(x, 1), torch.cumprod(r, 1)),
+        (tg.prod(x, 1), torch.prod(r, 1)), (tg.flip(x, (0,)), torch.flip(r, (0,))),
+        (tg.roll(x, 1, 1), torch.roll(r, 1, 1)), (tg.tril(x), torch.tril(r)), (tg.triu(x, 1), torch.triu(r, 1)),
+        (tg.diag(x), torch.diag(r)), (tg.mm(x, x.t()), torch.mm(r, r.t())), (tg.norm(x), torch.norm(r)),
+        (tg.outer(x[0], x[1]), torch.outer(r[0], r[1])), (tg.sin(x), torch.sin(r)), (tg.cos(x), torch.cos(r)),
+        (tg.floor(x), torch.floor(r)), (tg.ceil(x), torch.ceil(r)), (tg.round(x), torch.round(r)),
+        (tg.trunc(x), torch.trunc(r)), (tg.sort(x, 1).values, torch.sort(r, 1).values),
+        (tg.topk(x, 2).indices, torch.topk(r, 2).indices), (tg.index_select(x, 1, tg.tensor([2, 0])),
+                                                            torch.index_select(r, 1, torch.tensor([2, 0]))),
+        (tg.masked_fill(x, x > 0, 0.0), torch.masked_fill(r, r > 0, 0.0)),
+        (tg.isnan(x), torch.isnan(r)), (tg.isinf(x), torch.isinf(r)),
+        (tg.unflatten(x, 1, (3, 1)), torch.unflatten(r, 1, (3, 1))),
+        (tg.log_softmax(x, 1), torch.log_softmax(r, 1)),
+    ]
+    for i, (ours, ref) in enumerate(pairs):
+        assert_close(ours, ref, what=f"pair {i}")
+    assert_close(x.flip(dims=(1,)), r.flip(dims=(1,)))
+    assert_close(tg.unbind(x, 1)[2], torch.unbind(r, 1)[2])

@@ -22,6 +22,13 @@ from tinygrad_bn.ops.activation import log_softmax, softmax  # noqa: F401
 from tinygrad_bn.ops.linalg import einsum  # noqa: F401
 from tinygrad_bn.autograd.grad_mode import inference_mode  # noqa: F401
 from tinygrad_bn.creation import as_tensor, from_numpy, is_tensor  # noqa: F401
+# the functional forms of the new Tensor methods, under PyTorch's top-level names (torch.gather, ...)
+from tinygrad_bn.ops.cumulative import cumprod, cumsum, prod  # noqa: F401
+from tinygrad_bn.ops.indexing import gather, index_select, masked_fill, scatter, scatter_add  # noqa: F401
+from tinygrad_bn.ops.layout import diag, flip, roll, tril, triu, unbind, unflatten  # noqa: F401
+from tinygrad_bn.ops.linalg import bmm, mm, norm, outer  # noqa: F401
+from tinygrad_bn.ops.pointwise import ceil, cos, floor, isinf, isnan, round, sin, trunc  # noqa: F401
+from tinygrad_bn.ops.sorting import sort, topk  # noqa: F401
 
 bool = bool_  # torch.bool
 float = float32  # torch.float

@@ -508,7 +508,12 @@ class Tensor:
     def cumsum(self, dim, dtype=None): return cumulative.cumsum(self, dim, dtype)
     def cumprod(self, dim, dtype=None): return cumulative.cumprod(self, dim, dtype)
     def prod(self, dim=None, keepdim=False, dtype=None): return cumulative.prod(self, dim, keepdim, dtype)
-    def flip(self, *dims): return layout.flip(self, dims[0] if len(dims) == 1 else dims)
+    def flip(self, *dims, **kwargs):  # x.flip(0, 1), x.flip([0, 1]) or x.flip(dims=(0, 1))
+        if "dims" in kwargs:
+            dims = (kwargs.pop("dims"),)
+        if kwargs:
+            raise TypeError(f"flip() got unexpected keyword arguments {sorted(kwargs)}")
+        return layout.flip(self, dims[0] if len(dims) == 1 else dims)
     def roll(self, shifts, dims=None): return layout.roll(self, shifts, dims)
     def repeat(self, *sizes): return layout.repeat(self, *sizes)
     def tril(self, diagonal=0): return layout.tril(self, diagonal)
