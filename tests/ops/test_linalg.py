@@ -22,6 +22,8 @@ CASES = [
      lambda a, b: torch.einsum("...ij,...jk->...ik", a, b), [(2, 2, 3), (2, 3, 2)], {}),
     ("einsum_ellipsis_right_aligned", lambda a, b: tg.einsum("...i,i->...", a, b),
      lambda a, b: torch.einsum("...i,i->...", a, b), [(2, 3, 4), (4,)], {}),
+    ("einsum_ellipsis_broadcast", lambda a, b: tg.einsum("...ij,...jk->...ik", a, b),
+     lambda a, b: torch.einsum("...ij,...jk->...ik", a, b), [(1, 2, 3), (3, 3, 2)], {}),
     ("einsum_three", lambda a, b, c: tg.einsum("i,ij,j->", a, b, c),
      lambda a, b, c: torch.einsum("i,ij,j->", a, b, c), [(2,), (2, 3), (3,)], {}),
     ("einsum_outer_batch", lambda a, b: tg.einsum("bi,bj->bij", a, b),

@@ -81,7 +81,9 @@ def _parse(equation, operands):
     sizes = {}
     for s, op in zip(subs, operands):
         for c, n in zip(s, op.shape):
-            if sizes.setdefault(c, n) != n:
+            if sizes.setdefault(c, n) == 1:
+                sizes[c] = n  # a size-1 dim broadcasts (einsum() expands it)
+            elif n != 1 and sizes[c] != n:
                 raise RuntimeError(f"einsum(): subscript {c!r} has size {sizes[c]} in one operand "
                                    f"and {n} in another (equation {equation!r}, shapes "
                                    f"{[list(o.shape) for o in operands]})")
@@ -145,7 +147,10 @@ def einsum(equation, *operands):
     for op in operands[1:]:
         dtype = dtypes.promote(dtype, op.dtype)
     operands = [elementwise.cast(op, dtype) for op in operands]
-    subs, out, _ = _parse(equation, operands)
+    subs, out, sizes = _parse(equation, operands)
+    # broadcast size-1 dims explicitly, so that each gradient has its operand's own shape (Expand sums)
+    operands = [op.expand(*[sizes[c] for c in s]) if tuple(sizes[c] for c in s) != op.shape else op
+                for s, op in zip(subs, operands)]
     return Einsum.apply(*operands, subs=tuple(subs), out=out)
 
 
