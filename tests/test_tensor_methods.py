@@ -24,7 +24,7 @@ CASES = [
     ("view_as", lambda a, b: a.view_as(b), lambda a, b: a.view_as(b), [(2, 6), (3, 4)], {}),
     ("type_as", lambda a, b: a.type_as(b) * 1, lambda a, b: a.type_as(b) * 1, [(2, 3), (1,)], {}),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch

@@ -21,7 +21,7 @@ CASES = [
     ("prod_all_one_zero", lambda a: a.prod(), lambda a: a.prod(), [(2, 3)],
      {"arrays": [np.array([[0.5, 0.0, 1.5], [1.2, -0.7, 2.0]])]}),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch

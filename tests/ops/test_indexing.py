@@ -39,7 +39,7 @@ CASES = [
     ("masked_fill_tensor_value", lambda a, v: a.masked_fill(a < 0, v.sum()),
      lambda a, v: a.masked_fill(a < 0, v.sum()), [(3, 4), (2,)], {}),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch

@@ -25,7 +25,7 @@ CASES = [
     ("t_vector", lambda a: a.t() * 1, lambda a: a.t() * 1, [(3,)], {}),
     ("narrow", lambda a: a.narrow(1, 1, 2), lambda a: a.narrow(1, 1, 2), [(2, 4)], {}),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch

@@ -35,7 +35,7 @@ CASES = [
     ("norm_inf", lambda a: a.norm(INF, dim=1), lambda a: a.norm(INF, dim=1), [(3, 4)], {}),
     ("norm_neg_inf", lambda a: a.norm(-INF), lambda a: a.norm(-INF), [(3, 4)], {}),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch

@@ -19,7 +19,7 @@ CASES = [
      {"arrays": [np.array([[-1.73, -0.21, 0.33], [1.22, 2.67, -3.38]])]}),
     ("trunc", lambda a: a.trunc(), lambda a: a.trunc(), [(2, 3)], STEPS),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch

@@ -13,7 +13,7 @@ CASES = [
     ("topk_smallest_dim0", lambda a: a.topk(3, dim=0, largest=False)[0],
      lambda a: a.topk(3, dim=0, largest=False)[0], [(4, 2)], {}),
 ]
-test_parity_float64, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
+test_parity_float64, test_parity_float32, test_gradcheck_and_gradgradcheck = parity_and_gradchecks(CASES)
 
 
 @needs_torch
