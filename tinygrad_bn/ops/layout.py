@@ -4,7 +4,7 @@ import numpy as np
 
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.ops._helpers import normalize_dims
-from tinygrad_bn.tensor import Tensor, _wrap_dim
+from tinygrad_bn.tensor import _wrap_dim
 
 
 def _ints(values, opname, what):

@@ -19,7 +19,8 @@ def _need_tensor(x, opname, what="input"):
 
 def mm(input, mat2):
     """torch.mm: (n, m) @ (m, p), both matrices (no broadcasting)."""
-    _need_tensor(input, "mm"), _need_tensor(mat2, "mm", "mat2")
+    _need_tensor(input, "mm")
+    _need_tensor(mat2, "mm", "mat2")
     if input.ndim != 2 or mat2.ndim != 2:
         raise RuntimeError(f"mm: expected two matrices, got shapes {list(input.shape)} and "
                            f"{list(mat2.shape)} ({'self' if input.ndim != 2 else 'mat2'} must be a matrix)")
@@ -28,7 +29,8 @@ def mm(input, mat2):
 
 def bmm(input, mat2):
     """torch.bmm: (b, n, m) @ (b, m, p), the same batch size b (no broadcasting)."""
-    _need_tensor(input, "bmm"), _need_tensor(mat2, "bmm", "mat2")
+    _need_tensor(input, "bmm")
+    _need_tensor(mat2, "bmm", "mat2")
     if input.ndim != 3 or mat2.ndim != 3:
         raise RuntimeError(f"bmm: batch1 and batch2 must be 3D tensors, got shapes "
                            f"{list(input.shape)} and {list(mat2.shape)}")
@@ -41,7 +43,8 @@ def bmm(input, mat2):
 
 def outer(input, vec2):
     """torch.outer: y_ij = a_i b_j for two vectors (through mul: da = g b, db = g^T a)."""
-    _need_tensor(input, "outer"), _need_tensor(vec2, "outer", "vec2")
+    _need_tensor(input, "outer")
+    _need_tensor(vec2, "outer", "vec2")
     if input.ndim != 1 or vec2.ndim != 1:
         raise RuntimeError(f"outer: expected two 1-D vectors, got shapes {list(input.shape)} and "
                            f"{list(vec2.shape)}")
