@@ -20,9 +20,10 @@ An experiment is a module of examples/experiments that declares
 and optionally SEEDS (default 3 seeds: 0, 1, 2), TABLE_KEYS (the scalar result keys the table
 shows; default: all) and add_arguments(parser) for options of its own (then declare
 configs(scale, args): it is called with the parsed options when it takes two arguments).
-Helpers for run(): shapes10() and digits() loaders, batches(), train_steps() (k steps, divergence
-recorded, never raised), evaluate(); for verdict(): column(), mean_std(), separated(); for plot():
-figure(), band(), finish(). Its last lines are
+Helpers for run(): the shapes10() and digits() loaders, dataset_loaders() for the options of
+add_dataset_options() (--dataset digits|mnist --data-dir), batches(), train_steps() (k steps,
+divergence recorded, never raised), evaluate(); for verdict(): column(), mean_std(),
+separated(); for plot(): figure(), band(), finish(). Its last lines are
 
     def main(argv=None):
         return _runner.main(sys.modules[__name__], argv)
@@ -144,23 +145,56 @@ def shapes10(seed, train_size, test_size, image_size, batch_size, device="cpu", 
     return C.make_loaders(args, train, test)
 
 
-def digits(seed, test_fraction=0.3, batch_size=64, device="cpu"):
-    """(train loader, test loader) of scikit-learn's handwritten digits (1,797 real 8x8 images,
-    shipped with the package: no download), as (N, 1, 8, 8) float32 in [0, 1], standardized."""
-    from sklearn.datasets import load_digits
-    from tinygrad_bn.data import DataLoader, ImageDataset
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None]
-    y = d.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(test_fraction * len(y)))
-    test_idx, train_idx = order[:n_test], order[n_test:]
-    mean, std = x[train_idx].mean(), x[train_idx].std() + 1e-6
-    x = (x - mean) / std
-    train, test = ImageDataset(x[train_idx], y[train_idx]), ImageDataset(x[test_idx], y[test_idx])
-    train.classes = test.classes = [str(i) for i in range(10)]
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True, seed=seed, device=device),
-            DataLoader(test, batch_size=512, shuffle=False, seed=seed, device=device))
+def digits(seed, batch_size=64, device="cpu"):
+    """(train loader, test loader) of tinygrad_bn.data.Digits, scikit-learn's handwritten digits
+    (1,797 real 8x8 images shipped with the package, no download; a fixed stratified split of
+    1,438 train / 359 test), (N, 1, 8, 8), standardized with the training set's mean and std.
+    The training loader reshuffles with `seed` and drops the last partial batch."""
+    from tinygrad_bn.data import Digits
+    return image_loaders(Digits(train=True), Digits(train=False), seed, batch_size, device)
+
+
+def image_loaders(train, test, seed, batch_size, device="cpu"):
+    """(train loader, test loader) of two ImageDatasets, standardized per channel with the
+    training set's statistics (examples/_common.py's channel_stats)."""
+    from tinygrad_bn.data import DataLoader, transforms
+    normalize = transforms.Normalize(*C.channel_stats(train))
+    return (DataLoader(train, batch_size=min(batch_size, len(train)), shuffle=True, drop_last=True,
+                       seed=seed, device=device, transform=normalize),
+            DataLoader(test, batch_size=512, shuffle=False, seed=seed, device=device,
+                       transform=normalize))
+
+
+DATASETS = ("digits", "mnist")
+
+
+def add_dataset_options(parser, default="digits"):
+    """--dataset digits|mnist and --data-dir: the embedded real digits, or MNIST's IDX files
+    from a local folder (never downloaded)."""
+    parser.add_argument("--dataset", choices=DATASETS, default=default,
+                        help="digits: scikit-learn's 1,797 8x8 handwritten digits, shipped with "
+                             "the package; mnist: the IDX files in --data-dir (default: %(default)s)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding the MNIST IDX files (required for --dataset mnist)")
+
+
+def dataset_loaders(args, seed, batch_size, device="cpu"):
+    """(train loader, test loader) for --dataset/--data-dir (see add_dataset_options); a
+    one-line error, naming the option, when MNIST's files are missing or bad."""
+    dataset = getattr(args, "dataset", "digits")
+    if dataset == "digits":
+        if getattr(args, "data_dir", None) is not None:
+            C.fail("--data-dir", "is only used with --dataset mnist")
+        return digits(seed, batch_size, device)
+    from tinygrad_bn.data import MNIST, DatasetFileError
+    if args.data_dir is None:
+        C.fail("--data-dir", "is required with --dataset mnist (a folder holding the MNIST IDX "
+                             "files; nothing is downloaded)")
+    try:
+        train, test = MNIST(args.data_dir, train=True), MNIST(args.data_dir, train=False)
+    except (FileNotFoundError, DatasetFileError, OSError, ValueError) as e:
+        C.fail("--data-dir", str(e))
+    return image_loaders(train, test, seed, batch_size, device)
 
 
 def batches(loader):

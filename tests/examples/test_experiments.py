@@ -139,3 +139,20 @@ def test_listing_names_every_experiment(capsys):
     assert [m.NAME for m in listed] == EXPERIMENTS
     for name in EXPERIMENTS:
         assert name in out
+
+
+def test_dataset_options_digits_and_missing_mnist(tmp_path, capsys):
+    import argparse
+    args = argparse.Namespace(dataset="digits", data_dir=None)
+    train, test = R.dataset_loaders(args, seed=0, batch_size=64)
+    x, y = next(iter(train))
+    assert x.shape == (64, 1, 8, 8) and abs(float(train.dataset.data.mean())) < 1  # raw [0, 1] data
+    assert len(train) == 1438 // 64 and len(test.dataset) == 359
+    assert abs(float(x.data.mean())) < 0.5  # the loader standardizes
+    for bad in (argparse.Namespace(dataset="mnist", data_dir=None),
+                argparse.Namespace(dataset="mnist", data_dir=str(tmp_path))):
+        with pytest.raises(SystemExit) as e:
+            R.dataset_loaders(bad, seed=0, batch_size=64)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--data-dir" in err
