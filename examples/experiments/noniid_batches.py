@@ -45,7 +45,7 @@ CLAIM = ("When each batch holds only a few classes, BN's batch statistics differ
 SOURCE = ("Ioffe 2017, 'Batch Renormalization', section 4.3 (non-i.i.d. minibatches) and "
           "Algorithm 1; the chapter's section 6.3")
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~15 s", "default": "~7 min", "full": "~1.5 h"}
+BUDGET = {"quick": "~15 s", "default": "~10 min", "full": "~1.5 h"}
 TABLE_KEYS = ["test_acc", "train_mode_iid_acc", "precise_bn_acc", "mean_gap", "log_var_gap"]
 NORMS = ("BatchNorm2d", "BatchRenorm2d", "GroupNorm", "LayerNorm")
 ALL = "all"
