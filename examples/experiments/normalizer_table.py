@@ -275,8 +275,10 @@ def write_into(path, table):
     when the markers are missing), leaving the rest of the file as it was."""
     text = open(path).read() if os.path.exists(path) else ""
     block = (f"{BEGIN}\n## Which normalizer for which batch size? (measured)\n\n{table}\n\n"
-             f"See [the experiment's page](experiments/{NAME}.md) for the protocol and the "
-             f"reading.\n{END}")
+             f"A small-scale measurement (the setting is in the note above): see [the "
+             f"experiment's page](experiments/{NAME}.md) for the protocol, the caveats and the "
+             f"reading. Regenerate with `python -m examples.experiments.{NAME} --docs "
+             f"docs/normalizers.md`.\n{END}")
     if BEGIN in text and END in text:
         before, rest = text.split(BEGIN, 1)
         text = before + block + rest.split(END, 1)[1]
@@ -301,8 +303,10 @@ def plot(results, summary):
         fig.colorbar(image, ax=ax)
         for i, row in enumerate(rows):
             for j, b in enumerate(sizes):
+                shade = image.norm(grid[i, j]) if np.isfinite(grid[i, j]) else 0.5
+                dark = shade < 0.5 if key == "acc" else shade > 0.6  # viridis dark low, magma_r dark high
                 ax.text(j, i, _pm(row[key][b], 2).replace(" ± ", "\n± "), ha="center", va="center",
-                        fontsize=6, color="white" if key == "acc" else "black")
+                        fontsize=6, color="white" if dark else "black")
         ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
         ax.set_yticks(range(len(rows)), [row["norm"] for row in rows], fontsize=7)
         ax.set(xlabel="batch size", title=title)
