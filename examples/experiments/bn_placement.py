@@ -36,7 +36,7 @@ CLAIM = ("BN belongs between the linear map and the nonlinearity (conv -> BN -> 
 SOURCE = ("Ioffe & Szegedy 2015, section 3.2; Goodfellow et al. 8.7.1; the chapter's section 7 "
           "(placement); against: Mishkin et al.'s caffenet-benchmark (BN after ReLU)")
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~10 s", "default": "~4 min", "full": "~1 h"}
+BUDGET = {"quick": "~10 s", "default": "~4-6 min", "full": "~1 h"}
 TABLE_KEYS = ["final_test_acc", "mean_test_acc", "steps_to_target", "dead_unit_fraction",
               "dead_channel_fraction"]
 VARIANTS = ("bn_relu", "relu_bn", "no_bn")

@@ -44,7 +44,7 @@ CLAIM = ("Normalizers that use batch statistics (BatchNorm and kin) lose accurac
 SOURCE = ("Wu & He 2018, 'Group Normalization', Fig. 1 and section 4.1; Ioffe 2017 (Batch "
           "Renorm), section 1; the chapter's section 6.3 and practical guidance")
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~20 s", "default": "~10 min", "full": "~2 h"}
+BUDGET = {"quick": "~10 s", "default": "~10-18 min", "full": "~2 h"}
 TABLE_KEYS = ["test_acc", "time_ratio_vs_bn", "params", "eval_batch_dependent", "saved_x_input"]
 REFERENCE = "BatchNorm2d"   # the time ratios are against it
 BATCH_FREE = "GroupNorm"    # the batch-independent normalizer of the verdict
