@@ -31,6 +31,7 @@ import tinygrad_bn.nn.functional as F
 from examples import _common as C
 from examples import resnet as X
 from examples.experiments import _runner as R
+from examples.models import check_depth
 
 NAME = "preact_gradient_flow"
 CLAIM = ("Pre-activation keeps the shortcut a clean identity, so gradients reach the early layers "
@@ -50,9 +51,20 @@ SCALES = {"quick": dict(depths=(8, 14), train_size=256, test_size=256, image_siz
                        batch_size=64, epochs=5, probe_size=64)}
 
 
-def configs(scale):
+def add_arguments(parser):
+    parser.add_argument("--depths", default=None,
+                        help="comma-separated ResNet depths (6n+2) to run instead of the scale's "
+                             "(quick 8,14; default 20,56; full 20,56,110), e.g. --full --depths 110")
+
+
+def configs(scale, args=None):
     s = dict(SCALES[scale])
     depths = s.pop("depths")
+    if args is not None and getattr(args, "depths", None):
+        try:
+            depths = tuple(check_depth(int(d)) and int(d) for d in args.depths.split(",") if d.strip())
+        except ValueError as e:
+            C.fail("--depths", str(e))
     return {f"{block}{depth}": dict(s, depth=depth, block=block, lr=0.1)
             for depth in depths for block in X.VARIANTS}
 

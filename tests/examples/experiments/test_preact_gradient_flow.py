@@ -100,3 +100,10 @@ def test_verdict_follows_the_rule():
     assert E.verdict(dict(res, pre56=runs(-0.5, 1.5)))[0] == "not reproduced"
     assert E.verdict(dict(res, pre56=runs(0.5, 2.5)))[0] == "not reproduced"
     assert E.verdict(dict(res, pre56=runs(0.5, 2.0)))[0] == "inconclusive"
+
+
+def test_depths_option():
+    import argparse
+    assert sorted(E.configs("full", argparse.Namespace(depths="110"))) == ["post110", "pre110"]
+    with pytest.raises(SystemExit):
+        E.configs("full", argparse.Namespace(depths="9"))
