@@ -35,7 +35,7 @@ CLAIM = ("Dropout before BatchNorm shifts the variance: BN's running variance, l
 SOURCE = ("Li, Chen, Hu & Yang 2019, 'Understanding the Disharmony between Dropout and Batch "
           "Normalization by Variance Shift', sections 3-5; the 'Deep Dive' text's dropout section")
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~10 s", "default": "~6 min", "full": "~1 h"}
+BUDGET = {"quick": "~15 s", "default": "~5 min", "full": "~1 h"}
 TABLE_KEYS = ["mean_shift", "test_acc", "test_acc_recalibrated", "mean_shift_recalibrated",
               "final_train_loss"]
 P_VALUES = (0.1, 0.3, 0.5)
