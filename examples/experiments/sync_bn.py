@@ -53,7 +53,7 @@ CLAIM = ("With a small per-device batch, per-device BN degrades, and SyncBN rest
 SOURCE = ("The chapter's section 6.3 (distributed BN); the Deep Dive text; PyTorch's "
           "torch.nn.SyncBatchNorm")
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~30 s (slow: launches mpiexec -n 4 twice)", "default": "~8 min", "full": "~1 h"}
+BUDGET = {"quick": "~10 s (launches mpiexec -n 4 twice)", "default": "~4 min", "full": "~1 h"}
 TABLE_KEYS = ["final_test_acc", "final_train_loss", "syncbn_bytes_per_step",
               "syncbn_ms_per_step", "ddp_bytes_per_step", "ddp_ms_per_step", "step_ms"]
 RANKS = 4
@@ -312,7 +312,7 @@ def plot(results, summary):
     axes[0].set(xlabel="step", ylabel="training loss (global batch)", title="training loss")
     axes[1].set(xlabel="step", ylabel="test accuracy (eval mode)", title="test accuracy")
     axes[2].set(xlabel="step", ylabel="|loss - single process loss|", yscale="log",
-                title="per-step loss difference to one process with BN on 16")
+                title="|loss difference| to 1 process (BN on 16)")
     return R.finish(fig, axes)
 
 
