@@ -174,6 +174,9 @@ def add_run_options(parser, defaults):
     g.add_argument("--resume", action="store_true",
                    help=f"continue the run whose {CHECKPOINT} is in --out, from its last finished "
                         f"epoch; the other options must match that run's")
+    g.add_argument("--overwrite", action="store_true",
+                   help=f"start afresh in an --out that already holds a run (its {CHECKPOINT}, "
+                        f"metrics and curves are removed first)")
     g.add_argument("--stop-after", type=positive_int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs as if interrupted (the checkpoint stays; "
                         "--resume continues the run)")
@@ -208,8 +211,13 @@ def validate(args, parser_defaults):
         args.image_size = parser_defaults["image_size"] if args.image_size is None else args.image_size
         args.train_size = parser_defaults["train_size"] if args.train_size is None else args.train_size
         args.test_size = parser_defaults["test_size"] if args.test_size is None else args.test_size
-        if args.image_size < 8:
-            fail("--image-size", f"must be at least 8, got {args.image_size}")
+        if not 8 <= args.image_size <= MAX_IMAGE_SIZE:
+            fail("--image-size", f"must be in 8..{MAX_IMAGE_SIZE}, got {args.image_size}")
+        need = (args.train_size + args.test_size) * 3 * args.image_size ** 2 * 4  # float32 RGB
+        if need > _physical_memory() // 2:
+            fail("--image-size", f"{args.image_size} with --train-size {args.train_size} and "
+                                 f"--test-size {args.test_size} needs {need / 2 ** 30:.1f} GiB for the "
+                                 f"images alone, more than half of this machine's memory")
     else:
         if args.image_size is not None:
             fail("--image-size", f"only applies to --dataset embedded ({args.dataset} images have a "
@@ -228,6 +236,16 @@ def validate(args, parser_defaults):
             fail("--milestones", f"expected positive numbers of epochs, got {args.milestones!r}")
     if args.stop_after is not None and args.stop_after > args.epochs:
         fail("--stop-after", f"{args.stop_after} is more than --epochs {args.epochs}")
+
+
+MAX_IMAGE_SIZE = 1024  # the embedded Shapes10 images; larger is surely a typo
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume plenty, the cap still holds
+        return 1 << 62
 
 
 def check_device(device):
@@ -251,16 +269,35 @@ def start_run(args, defaults, default_out):
     comm = setup_distributed(args)
     args.out = args.out or default_out(args)
     if args.main:
-        prepare_out(args.out, args.resume)
+        prepare_out(args.out, args.resume, getattr(args, "overwrite", False))
     if comm is not None:
         comm.barrier()  # the folder exists before any rank reads a checkpoint from it
     return comm, (print if args.main else (lambda *a, **k: None))
 
 
-def prepare_out(out, resume):
-    """Create the results folder and prove it is writable (one-line error otherwise)."""
-    if resume and not os.path.isfile(os.path.join(out, CHECKPOINT)):
+RESULT_FILES = (CHECKPOINT, "metrics.csv", "metrics.json", "curves.png")
+
+
+def prepare_out(out, resume, overwrite=False):
+    """Create the results folder and prove it is writable (one-line error otherwise). An --out
+    that holds a run is continued (--resume), emptied of its results (--overwrite), or refused:
+    a fresh run there would replace its checkpoint and metrics and leave its old curves."""
+    if resume and overwrite:
+        fail("--overwrite", "cannot be combined with --resume (continue the run, or start afresh)")
+    has_run = os.path.isfile(os.path.join(out, CHECKPOINT))
+    if resume and not has_run:
         fail("--resume", f"no {CHECKPOINT} in {out!r} to resume from")
+    if has_run and not resume and not overwrite:
+        fail("--out", f"{out!r} already holds a run ({CHECKPOINT}); pass --resume to continue it, "
+                      f"--overwrite to replace it, or another --out")
+    if overwrite:
+        for name in RESULT_FILES:
+            try:
+                os.unlink(os.path.join(out, name))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                fail("--overwrite", f"cannot remove {os.path.join(out, name)!r}: {e.strerror or e}")
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, ".write-test")
@@ -535,6 +572,12 @@ class Run:
             fail("--resume", f"cannot read {self.checkpoint_path}: {e}")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             fail("--resume", f"{self.checkpoint_path} is not a checkpoint of these examples")
+        try:
+            return self._restore(state)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            fail("--resume", f"{self.checkpoint_path} is damaged: {type(e).__name__}: {e}")
+
+    def _restore(self, state):
         saved = state["config"]
         for key, value in self.config.items():
             if saved.get(key) != value:

@@ -17,7 +17,7 @@ from tinygrad_bn import backend
 from tinygrad_bn.checkpoint import CheckpointError, load, save
 from tinygrad_bn.nn.parameter import Parameter
 from tinygrad_bn.optim import SGD, lr_scheduler
-from tests.helpers import torch
+from tests.helpers import needs_torch, torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -210,7 +210,7 @@ def test_npz_with_an_object_array_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@needs_torch
 def test_torch_pt_file_is_refused_without_running(tmp_path):
     marker, path = tmp_path / "pwned", tmp_path / "model.pt"
     torch.save({"w": torch.ones(2), "evil": _payload(marker)}, path)
@@ -255,3 +255,37 @@ def test_not_a_checkpoint_truncated_and_missing(tmp_path):
         load(text)
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.npz")
+
+
+def test_nesting_is_bounded_on_save_and_load(tmp_path):
+    from tinygrad_bn.checkpoint import MAX_DEPTH
+    deep = []
+    for _ in range(MAX_DEPTH + 5):
+        deep = [deep]
+    with pytest.raises(ValueError, match=f"nested more than {MAX_DEPTH} levels deep"):
+        save(deep, tmp_path / "deep.npz")
+    ok = []
+    for _ in range(MAX_DEPTH - 1):
+        ok = [ok]
+    save(ok, tmp_path / "ok.npz")
+    assert load(tmp_path / "ok.npz") == ok
+
+
+def test_manifest_values_of_the_wrong_type_name_the_field(tmp_path):
+    import json
+    import zipfile
+    save({"lr": 0.1, "name": "run"}, tmp_path / "c.npz")
+    with zipfile.ZipFile(tmp_path / "c.npz") as z:
+        manifest = np.load(z.open("__manifest__.npy")).tobytes().decode()
+    tree = json.loads(manifest)
+    tree["tree"]["items"][1][1] = {"t": "str", "v": 7}
+    np.savez(tmp_path / "bad.npz", __manifest__=np.frombuffer(json.dumps(tree).encode(), np.uint8))
+    with pytest.raises(CheckpointError, match=r"field tree.items\[1\]\[1\] is a 'str' node whose value "
+                                              r"is 7 \(int\)"):
+        load(tmp_path / "bad.npz")
+
+
+def test_string_arrays_still_round_trip(tmp_path):
+    save({"names": np.array(["a", "bc"]), "raw": np.array([b"x"])}, tmp_path / "s.npz")
+    back = load(tmp_path / "s.npz")
+    assert back["names"].tolist() == ["a", "bc"] and back["raw"].tolist() == [b"x"]

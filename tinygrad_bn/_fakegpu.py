@@ -5,6 +5,11 @@ the arithmetic underneath, and - exactly like CuPy - an implicit conversion to a
 raises `TypeError`. Any op that calls `np.something(x)` instead of `xp.something(x)`, or that mixes
 host and device arrays, therefore fails loudly on this backend, just as it would on a real GPU.
 
+It is strict about names, too: it answers only to the functions, array methods and attributes
+that CuPy really has (the list in `_cupy_names.txt`, read from CuPy's source by
+`_cupy_names.py`). `xp.vecdot(...)` works on NumPy 2 but not on CuPy 14, so on fakegpu it raises
+AttributeError, as it would on a GPU.
+
 Only `backend.py` imports this module; everything else reaches it as `xp` through a tensor's
 device string `"fakegpu"`.
 """
@@ -12,6 +17,19 @@ import numbers
 import operator
 
 import numpy as np
+
+from tinygrad_bn._cupy_names import load as _load_cupy_names
+
+CUPY_NAMES, CUPY_VERSION = _load_cupy_names()
+
+
+def _require_cupy_name(section, name):
+    """Refuse a name that CuPy lacks, with the message a user needs to fix the call."""
+    if name not in CUPY_NAMES.get(section, ()):
+        raise AttributeError(
+            f"fakegpu: CuPy {CUPY_VERSION} has no {section}.{name}, so this would fail on a GPU "
+            f"(fakegpu offers only the names CuPy has: tinygrad_bn/_cupy_names.txt); use a "
+            f"function both NumPy and CuPy have")
 
 
 def _unwrap(obj):
@@ -94,6 +112,7 @@ class FakeArray:
             # never leak __array_interface__ / __array_struct__ / __dlpack__: NumPy would use them
             # to read the "device" memory directly, which a real GPU array does not allow
             raise AttributeError(name)
+        _require_cupy_name("cupy.ndarray", name)
         attr = getattr(self._a, name)
         return _device_function(attr) if callable(attr) else _wrap(attr)
 
@@ -182,11 +201,15 @@ FakeArray.__hash__ = None
 class _Namespace:
     """A module-like object whose functions are NumPy's, lifted to FakeArray."""
 
-    def __init__(self, numpy_namespace, name):
+    def __init__(self, numpy_namespace, name, cupy_section):
         self._ns = numpy_namespace
         self.__name__ = name
+        self._cupy_section = cupy_section  # where CuPy's list of names for this module lives
 
     def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        _require_cupy_name(self._cupy_section, name)
         attr = getattr(self._ns, name)
         if isinstance(attr, type) or isinstance(attr, (np.dtype, numbers.Number)):
             return attr  # dtypes (xp.float32), constants (xp.pi, xp.inf) pass through
@@ -195,7 +218,7 @@ class _Namespace:
                 return _Ufunc(attr)
             return _device_function(attr)
         if hasattr(attr, "__dict__") and not isinstance(attr, (np.ndarray,)):
-            return _Namespace(attr, f"{self.__name__}.{name}")
+            return _Namespace(attr, f"{self.__name__}.{name}", f"{self._cupy_section}.{name}")
         return _wrap(attr)
 
 
@@ -215,6 +238,9 @@ class _Ufunc:
         return _wrap(result)
 
     def __getattr__(self, name):
+        _require_cupy_name("cupy.ufunc", name)
+        if name == "at":  # CuPy's ufunc.at exists only where the ufunc has a scatter operation
+            _require_cupy_name("cupy.ufunc.at", self.__name__)
         return _device_function(getattr(self._u, name))
 
 
@@ -230,6 +256,7 @@ class _Generator:
         self._g = gen
 
     def __getattr__(self, name):
+        _require_cupy_name("cupy.random.Generator", name)
         return _device_function(getattr(self._g, name))
 
 
@@ -251,7 +278,7 @@ class FakeGPUModule(_Namespace):
     lib = _Lib()
 
     def __init__(self):
-        super().__init__(np, "fakegpu")
+        super().__init__(np, "fakegpu", "cupy")
 
     def asarray(self, obj, dtype=None):
         if isinstance(obj, FakeArray):

@@ -25,6 +25,7 @@ process killed mid-save leaves the previous checkpoint intact (plus, at worst, a
 named .<name>.*.tmp that load() never reads).
 """
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -32,6 +33,7 @@ import zipfile
 import numpy as np
 
 from tinygrad_bn import backend
+from tinygrad_bn.dtypes import SUPPORTED
 from tinygrad_bn.tensor import Tensor
 
 FORMAT = "tinygrad_bn.checkpoint"
@@ -39,6 +41,7 @@ VERSION = 1
 MANIFEST = "__manifest__"
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_OPCODE = b"\x80"
+MAX_DEPTH = 200  # nesting of lists/tuples/dicts that save() writes and load() reads
 
 
 class CheckpointError(ValueError):
@@ -55,8 +58,11 @@ def save(obj, path):
     _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _encode(obj, arrays, where):
+def _encode(obj, arrays, where, depth=0):
     """The manifest node for obj; its arrays go into `arrays` under fresh keys."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"save: {where} is nested more than {MAX_DEPTH} levels deep; load() would "
+                         f"refuse it")
     if obj is None:
         return {"t": "none"}
     if isinstance(obj, np.generic):  # before int/float: np.float64 subclasses Python's float
@@ -82,14 +88,15 @@ def _encode(obj, arrays, where):
                 "device": str(backend.device_of(obj)), "requires_grad": False, "raw": True}
     if isinstance(obj, (list, tuple)):
         kind = "tuple" if isinstance(obj, tuple) else "list"
-        return {"t": kind, "items": [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(obj)]}
+        return {"t": kind, "items": [_encode(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]}
     if isinstance(obj, dict):
         items = []
         for k, v in obj.items():
             if not isinstance(k, (str, int, float, bool, tuple, type(None))):
                 raise TypeError(f"save: dict key {k!r} at {where} has type {type(k).__name__}; keys "
                                 f"must be str, int, float, bool, None or tuples of those")
-            items.append([_encode(k, arrays, f"{where} key"), _encode(v, arrays, f"{where}[{k!r}]")])
+            items.append([_encode(k, arrays, f"{where} key", depth + 1),
+                          _encode(v, arrays, f"{where}[{k!r}]", depth + 1)])
         return {"t": "dict", "items": items}
     raise TypeError(f"save: cannot save {type(obj).__name__} at {where}; a checkpoint holds dicts, "
                     f"lists, tuples, Tensors, NumPy arrays and scalars, int, float, str, bool, None")
@@ -165,7 +172,7 @@ def load(path, map_location=None):
     device = None if map_location is None else backend.as_device(map_location)
     try:
         return _decode(manifest["tree"], arrays, device, path)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"load: {path} has a corrupt manifest: {type(e).__name__}: {e}") from None
@@ -193,6 +200,52 @@ def _refuse_non_npz(path):
     if foreign:
         raise CheckpointError(f"load: {path} is a zip archive with non-array entries {foreign[:3]}; "
                               f"not a tinygrad_bn checkpoint")
+    _check_entries(path)
+
+
+def _check_entries(path):
+    """Bound what loading allocates by the file itself, before NumPy reads any entry: every entry
+    is stored (save() never compresses; a deflated entry could inflate to any size), entries fit
+    in the file, and each .npy header declares a plain dtype and a shape whose bytes are exactly
+    the entry's. Each failure names the entry and the field."""
+    file_size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(f"load: {path}: entry {info.filename!r} is compressed (zip "
+                                      f"method {info.compress_type}); save() writes stored entries "
+                                      f"only, and a compressed one could inflate to any size, so it "
+                                      f"is refused")
+        if sum(info.file_size for info in infos) > file_size:
+            raise CheckpointError(f"load: {path}: its zip entries declare "
+                                  f"{sum(info.file_size for info in infos)} bytes in all, more than "
+                                  f"the file's {file_size}; damaged or hostile")
+        for info in infos:
+            entry = f"load: {path}: entry {info.filename!r}"
+            with archive.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = header(f)
+                except ValueError as e:
+                    if "pickle" in str(e).lower() or "object" in str(e).lower():
+                        raise CheckpointError(f"load: {path} contains pickled objects (an object "
+                                              f"array?); refusing to unpickle them") from None
+                    raise CheckpointError(f"{entry} has an unreadable .npy header: {e}") from None
+                header_size = f.tell()
+            if dtype.hasobject:
+                raise CheckpointError(f"load: {path} contains pickled objects (an object array in "
+                                      f"entry {info.filename!r}); refusing to unpickle them")
+            if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufcSU":
+                raise CheckpointError(f"{entry} field dtype is {dtype}; a checkpoint holds plain "
+                                      f"numeric, bool and string arrays only")
+            declared = math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around
+            if header_size + declared != info.file_size:
+                raise CheckpointError(f"{entry} field shape {shape} of {dtype} declares {declared} "
+                                      f"bytes, but the entry holds {info.file_size - header_size}; "
+                                      f"damaged or hostile")
 
 
 def _read_manifest(array, path):
@@ -200,6 +253,9 @@ def _read_manifest(array, path):
         manifest = json.loads(array.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"load: {path} has a corrupt manifest: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"load: {path} has a corrupt manifest: nested deeper than the JSON "
+                              f"parser allows (a checkpoint nests at most {MAX_DEPTH} levels)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"load: {path} manifest does not describe a {FORMAT} file")
     version = manifest.get("version")
@@ -209,18 +265,41 @@ def _read_manifest(array, path):
     return manifest
 
 
-def _decode(node, arrays, device, path):
+def _decode(node, arrays, device, path, where="tree", depth=0):
+    """The object for one manifest node; `where` names the field for messages."""
+    def bad(message):
+        return CheckpointError(f"load: {path} has a corrupt manifest: field {where} {message}")
+    if depth > MAX_DEPTH:
+        raise bad(f"is nested more than {MAX_DEPTH} levels deep")
     kind = node.get("t") if isinstance(node, dict) else None
     if kind == "none":
         return None
     if kind in ("bool", "int", "float", "str"):
-        return {"bool": bool, "int": int, "float": float, "str": str}[kind](node["v"])
-    if kind in ("list", "tuple"):
-        items = [_decode(v, arrays, device, path) for v in node["items"]]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {_decode(k, arrays, device, path): _decode(v, arrays, device, path)
-                for k, v in node["items"]}
+        value = node.get("v")
+        ok = {"bool": type(value) is bool, "int": type(value) is int,
+              "float": type(value) in (int, float), "str": type(value) is str}[kind]
+        if not ok:
+            raise bad(f"is a '{kind}' node whose value is {str(value)[:40]} ({type(value).__name__})")
+        return float(value) if kind == "float" else value
+    if kind in ("list", "tuple", "dict"):
+        items = node.get("items")
+        if not isinstance(items, list):
+            raise bad(f"is a {kind} node without a list of items")
+        if kind == "dict":
+            if not all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+                raise bad("is a dict node whose items are not [key, value] pairs")
+            out = {}
+            for i, (k, v) in enumerate(items):
+                key = _decode(k, arrays, device, path, f"{where}.items[{i}][0]", depth + 1)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise bad(f"has a dict key of type {type(key).__name__}") from None
+                out[key] = _decode(v, arrays, device, path, f"{where}.items[{i}][1]", depth + 1)
+            return out
+        decoded = [_decode(v, arrays, device, path, f"{where}.items[{i}]", depth + 1)
+                   for i, v in enumerate(items)]
+        return decoded if kind == "list" else tuple(decoded)
     if kind in ("tensor", "array", "scalar"):
         if node.get("key") not in arrays:
             raise CheckpointError(f"load: {path} manifest refers to a missing array {node.get('key')!r}")
@@ -228,8 +307,16 @@ def _decode(node, arrays, device, path):
         if kind == "array":
             return array
         if kind == "scalar":
+            if array.ndim != 0:
+                raise bad(f"is a scalar whose array {node['key']!r} has shape {array.shape}")
             return array[()]
-        target = device if device is not None else backend.as_device(node["device"])
+        if array.dtype not in SUPPORTED:
+            raise bad(f"is a tensor whose array {node['key']!r} has dtype {array.dtype}; tensors "
+                      f"hold {', '.join(str(d) for d in SUPPORTED)}")
+        try:
+            target = device if device is not None else backend.as_device(node["device"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"has a bad device {str(node.get('device'))[:40]!r}: {e}") from None
         if target.type == "cuda" and not backend.cuda_is_available():
             raise CheckpointError(f"load: {path} has tensors saved on {node['device']}, but CUDA is "
                                   f"not available here; pass map_location='cpu'")
@@ -238,4 +325,4 @@ def _decode(node, arrays, device, path):
             return data
         t = Tensor._make(data)
         return t.requires_grad_(True) if node.get("requires_grad") else t
-    raise CheckpointError(f"load: {path} manifest has an unknown node {str(node)[:80]}")
+    raise CheckpointError(f"load: {path} manifest has an unknown node {str(node)[:80]} at field {where}")

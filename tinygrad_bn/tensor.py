@@ -7,6 +7,7 @@ import numpy as np
 
 from tinygrad_bn import backend, dtypes
 from tinygrad_bn.autograd import function as function_module
+from tinygrad_bn.autograd import views
 from tinygrad_bn.autograd.grad_mode import is_grad_enabled, no_grad
 
 
@@ -18,7 +19,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_output_index", "_version",
-                 "_hooks", "name", "__weakref__")
+                 "_hooks", "name", "_view", "_views", "__weakref__")
     __array_priority__ = 1000  # make `numpy_scalar * tensor` call Tensor.__rmul__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -52,6 +53,8 @@ class Tensor:
         self._version = [0]   # a list, so views made by detach() share one counter
         self._hooks = ()      # a list once a hook is registered
         self.name = None
+        self._view = None     # a ViewInfo when this tensor is a view of another (autograd/views.py)
+        self._views = None    # a WeakSet of this tensor's live views made under grad mode
 
     @staticmethod
     def _make(array, grad_fn=None, output_index=0):
@@ -244,21 +247,57 @@ class Tensor:
                           inputs=inputs)
 
     # ---- in-place modification (bumps the version counter) -----------------------------------
-    def _inplace(self, result, opname):
-        """Write `result` (a Tensor computed from self) into self's own buffer."""
-        if self.grad_fn is None and self.requires_grad and is_grad_enabled():
-            raise RuntimeError(f"{opname}: a leaf Variable that requires grad is being used in an "
-                               f"in-place operation.")
+    def _inplace(self, result, opname, result_is_saved=False):
+        """Write `result` (a Tensor computed from self) into self's own memory, and rewire the graph.
+
+        Under grad mode, PyTorch's rules: no leaf that requires grad, no view of one, no recorded
+        write into a view made under no_grad. A recorded write makes self (or, for a view, its
+        base) the output of the op; see autograd/views.py for how a view's base is rebased.
+        `result_is_saved`: the op's backward reads its output (relu_), so a later write into self
+        must fail its version check, as in PyTorch."""
+        recording = is_grad_enabled() and result.grad_fn is not None
+        view = self._view
+        if is_grad_enabled():
+            if view is None:
+                if self.grad_fn is None and self.requires_grad:
+                    raise RuntimeError(f"{opname}: a leaf Variable that requires grad is being used "
+                                       f"in an in-place operation.")
+            else:
+                if view.base.grad_fn is None and view.base.requires_grad:
+                    raise RuntimeError(f"{opname}: a view of a leaf Variable that requires grad is "
+                                       f"being used in an in-place operation.")
+                if not view.grad_mode and (recording or view.base.requires_grad):
+                    raise RuntimeError(
+                        f"{opname}: A view was created in no_grad mode and is being modified inplace "
+                        f"with grad mode enabled. Given that this use case is ambiguous and "
+                        f"error-prone, it is forbidden. You can clarify your code by moving both the "
+                        f"view and the inplace either both inside the no_grad block (if you don't "
+                        f"want the inplace to be tracked) or both outside (if you want the inplace "
+                        f"to be tracked).")
         if tuple(result.shape) != self.shape:
             raise RuntimeError(f"{opname}: output with shape {list(self.shape)} doesn't match the "
                                f"broadcast shape {list(result.shape)}")
         if result.dtype != self.dtype and not (dtypes.category(result.dtype) <= dtypes.category(self.dtype)):
             raise RuntimeError(f"{opname}: result type {result.dtype} can't be cast to the desired "
                                f"output type {self.dtype}")
-        self.data[...] = result.data
+        if view is not None:
+            _check_no_overlap(self, opname)
+        if recording:
+            _keep_saved_self(result.grad_fn, self.data)
+        if view is not None and not getattr(self.data.flags, "writeable", True):
+            # a view through an expand (y.expand(3, 3)[0]) is a read-only NumPy view of writable
+            # memory: write at the base's element numbers that the view sees instead
+            base = view.base.data
+            base[self.xp.unravel_index(views.seen_positions(base, view.steps), base.shape)] = result.data
+        else:
+            self.data[...] = result.data
         self._version[0] += 1
-        if result.grad_fn is not None:  # rebase history: self is now the in-place op's output
-            self.grad_fn, self._output_index, self.requires_grad = result.grad_fn, result._output_index, True
+        if recording:
+            views.rebase_history(self, result)
+            if result_is_saved:  # the node's saved output is self now: track self's version
+                node = result.grad_fn
+                node._saved_versions = list(node._saved_versions) + \
+                    [("result", self._version, self._version[0])]
         return self
 
     def add_(self, other, alpha=1):
@@ -277,19 +316,25 @@ class Tensor:
         return self._inplace(self.clamp(min, max), "clamp_")
 
     def relu_(self):
-        return self._inplace(self.relu(), "relu_")
+        return self._inplace(self.relu(), "relu_", result_is_saved=True)
 
     def copy_(self, src):
         src = src if isinstance(src, Tensor) else Tensor(src)
         if src.device != self.device:
             src = src.to(self.device)
-        return self._inplace(shape_ops.expand(src.to(self.dtype), self.shape), "copy_")
+        value = shape_ops.expand(src.to(self.dtype), self.shape)
+        return self._inplace(Overwrite.apply(self, value), "copy_")
 
     def fill_(self, value):
-        with no_grad():
-            self.data[...] = value
-        self._version[0] += 1
-        return self
+        """Every element becomes `value` (a number or a 0-d tensor, whose gradient is the sum)."""
+        if isinstance(value, Tensor):
+            if value.ndim != 0:
+                raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
+                                   f"with {value.ndim} dimensions.")
+            return self._inplace(Overwrite.apply(self, shape_ops.expand(value.to(self.dtype), self.shape)),
+                                 "fill_")
+        constant = Tensor._make(self.xp.full(self.shape, value, dtype=self.dtype))
+        return self._inplace(Overwrite.apply(self, constant), "fill_")
 
     def zero_(self):
         return self.fill_(0)
@@ -426,7 +471,8 @@ class Tensor:
     def unsqueeze(self, dim): return shape_ops.unsqueeze(self, dim)
     def split(self, split_size_or_sections, dim=0): return shape_ops.split(self, split_size_or_sections, dim)
     def chunk(self, chunks, dim=0): return shape_ops.chunk(self, chunks, dim)
-    def contiguous(self): return self
+    def contiguous(self):  # PyTorch: self when already contiguous, else a copy (not a view)
+        return self if self.data.flags.c_contiguous else elementwise.clone(self)
     def clone(self): return elementwise.clone(self)
     def matmul(self, other): return matmul.matmul(self, other)
 
@@ -446,6 +492,39 @@ def _host_array(data, dtype):
             raise TypeError(f"tensor: could not make a tensor of element type {array.dtype} "
                             f"from {type(data).__name__}")
     return array
+
+
+class Overwrite(function_module.Function):
+    """y = v: the old values of x are gone (copy_, fill_, zero_).   dx = 0,  dv = g."""
+
+    def forward(self, x, v):
+        return v
+
+    def backward(self, g):
+        return Tensor._make(self.xp.zeros(g.shape, dtype=g.dtype)), g
+
+
+def _check_no_overlap(tensor, opname):
+    """An expanded view has elements that share memory: a write would be ill-defined (PyTorch)."""
+    if any(stride == 0 and n > 1 for stride, n in zip(tensor.data.strides, tensor.data.shape)):
+        raise RuntimeError(f"{opname}: unsupported operation: more than one element of the "
+                           f"written-to tensor refers to a single memory location. Please clone() "
+                           f"the tensor before performing the operation.")
+
+
+def _keep_saved_self(node, self_array):
+    """The in-place op's node saved self's array as an input (mul_ needs the old self for the
+    other operand's gradient); the write is about to overwrite it, so the node keeps a copy of
+    the old values, as PyTorch keeps `original_self`. Where self is also the other operand
+    (y.mul_(y)), that saved operand is the modified tensor: no copy, the version check fires."""
+    saved = node._saved
+    if not saved:
+        return
+    names = [name for name, array in saved.items()
+             if array is self_array and node._saved_source.get(name, ("",))[0] == "input"]
+    if len(names) == 1:
+        saved[names[0]] = self_array.copy()
+        node._saved_versions = [v for v in node._saved_versions if v[0] != names[0]]
 
 
 def _wrap_dim(dim, ndim, opname):

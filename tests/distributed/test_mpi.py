@@ -33,7 +33,7 @@ from tinygrad_bn.distributed.ddp import DistributedDataParallel
 from tinygrad_bn.distributed.fake import FakeWorld
 from tinygrad_bn.distributed.sampler import DistributedSampler
 from tinygrad_bn.optim import SGD
-from tests.helpers import torch
+from tests.helpers import needs_torch, torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -59,11 +59,11 @@ def test_sampler_shares_are_disjoint_equal_sized_and_cover_the_dataset(n, world,
     assert all(0 <= i < n for i in union.tolist())
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch (the 'oracle' extra) is not installed")
+@needs_torch
 @pytest.mark.parametrize("n, world, drop_last", [(10, 3, False), (10, 3, True), (2, 4, False),
                                                  (7, 7, False), (9, 2, True)])
 def test_sampler_without_shuffle_matches_torch_exactly(n, world, drop_last):
-    from torch.utils.data import DistributedSampler as TorchSampler
+    TorchSampler = torch.utils.data.DistributedSampler
     for r in range(world):
         ours = DistributedSampler(n, world, r, shuffle=False, drop_last=drop_last)
         theirs = TorchSampler(range(n), world, r, shuffle=False, drop_last=drop_last)

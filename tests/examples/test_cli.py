@@ -168,6 +168,74 @@ def test_resume_refuses_other_options(two_epochs, tmp_path, capsys):
     assert code != 0 and len(err.strip().splitlines()) == 1 and "--depth" in err and "--resume" in err
 
 
+
+def test_a_finished_run_is_not_overwritten_without_resume_or_overwrite(two_epochs, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(two_epochs, out)
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.npz", "metrics.csv", "curves.png")}
+    code, _, err = run_main(resnet_script.main, TINY + ["--epochs", "1", "--no-graphs", "--out", str(out)],
+                            capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--out" in err and "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert all((out / name).read_bytes() == data for name, data in before.items())
+    code, _, err = run_main(resnet_script.main,
+                            TINY + ["--epochs", "1", "--resume", "--overwrite", "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err and "cannot be combined with --resume" in err
+
+
+def test_overwrite_starts_afresh_and_removes_the_old_results(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_main(train_script.main, TINY + ["--model", "small-cnn", "--epochs", "2",
+                                                       "--out", str(out)], capsys)
+    assert code == 0, err
+    (out / "curves.png").write_bytes(b"old curves")
+    code, _, err = run_main(train_script.main, TINY + ["--model", "small-cnn", "--epochs", "1",
+                                                       "--overwrite", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert len(read_rows(out)) == 1 and (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("case", ["npz_deflated_3gib", "npz_header_50gb", "manifest_1e400",
+                                  "manifest_deep", "manifest_str_tensor"])
+def test_resume_from_a_hostile_checkpoint_is_one_line(two_epochs, tmp_path, capsys, case):
+    from tests.data.hostile.build import CASES
+    out = tmp_path / "copy"
+    shutil.copytree(two_epochs, out)
+    hostile = CASES[case][3](str(tmp_path / "hostile"))
+    shutil.copy(hostile, out / "checkpoint.npz")
+    code, _, err = run_main(resnet_script.main,
+                            TINY + ["--epochs", "2", "--resume", "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--resume" in err and "checkpoint.npz" in err and "Traceback" not in err
+
+
+
+@pytest.mark.parametrize("size, expected", [
+    ("1000000", "--image-size: must be in 8..1024, got 1000000"),
+    ("4", "--image-size: must be in 8..1024, got 4"),
+])
+def test_image_size_out_of_range_is_one_line(tmp_path, capsys, size, expected):
+    code, _, err = run_main(train_script.main, ["--image-size", size, "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_image_size_that_cannot_fit_in_memory_is_one_line(tmp_path, capsys):
+    code, _, err = run_main(train_script.main, ["--image-size", "1024", "--train-size", "1000000",
+                                                "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--image-size: 1024 with --train-size 1000000" in err and "GiB" in err
+
+
+
+def test_a_hostile_dataset_file_is_one_line(tmp_path, capsys):
+    from tests.data.hostile.build import cifar_ndarray_call
+    root = cifar_ndarray_call(str(tmp_path / "cifar"))
+    code, _, err = run_main(train_script.main, ["--dataset", "cifar10", "--data-dir", root,
+                                                "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--data-dir" in err and "refusing to call numpy.ndarray" in err
+
+
 # ---- one-line errors ---------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from tinygrad_bn.nn.utils import parametrize
 from tinygrad_bn.nn.utils.fusion import fuse_bn, fuse_conv_bn_eval, fuse_linear_bn_eval
 from tinygrad_bn.nn.utils.parametrizations import spectral_norm, weight_norm
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d
-from tests.helpers import assert_close, needs_torch, torch
+from tests.helpers import HAVE_TORCH, assert_close, needs_torch, torch
 
 TOL = {np.float64: dict(atol=1e-12, rtol=1e-12), np.float32: dict(atol=2e-5, rtol=1e-5)}
 
@@ -113,7 +113,7 @@ def test_transposed_conv_fusion(bias):
     fused = fuse_conv_bn_eval(conv, bn, transpose=True)
     x = x_for((2, 3, 3, 3))
     assert_close(fused(x), bn(conv(x)), **TOL[np.float64])
-    if torch is not None:
+    if HAVE_TORCH:
         theirs = torch.nn.ConvTranspose2d(3, 5, 2, bias=bias).double().eval()
         tbn = torch.nn.BatchNorm2d(5).double().eval()
         with torch.no_grad():

@@ -14,7 +14,7 @@ import tinygrad_bn.nn.functional as F
 from tests.helpers import check_grads, needs_torch, torch
 from tests.nn.parity import check_module
 
-tnn = torch.nn if torch is not None else None
+tnn = torch.nn
 
 
 # ---- Linear -----------------------------------------------------------------------------------

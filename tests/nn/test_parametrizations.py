@@ -19,8 +19,8 @@ from tinygrad_bn.nn.utils.parametrizations import spectral_norm, weight_norm
 from tests.helpers import assert_close, needs_torch, torch
 from tests.nn.parity import check_module, load_from_torch
 
-tnn = torch.nn if torch is not None else None
-tP = torch.nn.utils.parametrizations if torch is not None else None
+tnn = torch.nn
+tP = torch.nn.utils.parametrizations
 
 LAYERS = {
     "Linear": (lambda m: m.Linear(3, 4), (5, 3)),
@@ -443,7 +443,7 @@ def test_unsafe_and_checks_match_torch_messages():
     assert layer.weight.shape == (3, 2) and layer.parametrizations.weight.unsafe
 
 
-class TorchTranspose(torch.nn.Module if torch is not None else object):
+class TorchTranspose(torch.nn.Module):
     def forward(self, x):
         return x.T
 

@@ -9,7 +9,7 @@ import tinygrad_bn as tg
 import tinygrad_bn.nn.functional as F
 from tinygrad_bn import nn
 from tinygrad_bn.norms._meanvar import NormalizeBackward, composed_backward
-from tests.helpers import assert_close, needs_torch, torch
+from tests.helpers import HAVE_TORCH, assert_close, needs_torch, torch
 
 
 def test_defaults_and_state_dict_keys():
@@ -33,7 +33,7 @@ def test_defaults_and_state_dict_keys():
 def test_value_errors_match_pytorch(layer, shape, message):
     with pytest.raises(ValueError, match=message):
         layer()(tg.randn(*shape))
-    if torch is not None:  # the same message from PyTorch itself
+    if HAVE_TORCH:  # the same message from PyTorch itself
         torch_layer = {"BatchNorm1d": torch.nn.BatchNorm1d, "BatchNorm2d": torch.nn.BatchNorm2d}[type(layer()).__name__]
         ours = layer()
         with pytest.raises(ValueError, match=message):

@@ -396,3 +396,24 @@ def test_registered_for_the_matrix_and_for_conv_nets():
         layer = spec.make_for_conv(c, 8)
         assert layer.groups == groups
         assert layer(tg.randn(4, c, 4, 4)).shape == (4, c, 4, 4)
+
+
+@pytest.mark.parametrize("shape, groups", [((4, 16, 3, 3), 1), ((4, 16, 3, 3), 4), ((8, 4), 1),
+                                           ((8, 4), 2)])
+def test_nan_input_in_training_is_one_clear_error_for_every_variant(shape, groups):
+    """The conv (4-D) and grouped forms used to differ: LAPACK's LinAlgError, or silent NaNs."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    x[(0, shape[1] - 1) + (0,) * (len(shape) - 2)] = np.nan  # in the last channel group
+    layer = DecorrelatedBatchNorm(shape[1], groups=groups)
+    with pytest.raises(RuntimeError, match=rf"DecorrelatedBatchNorm: the batch covariance of channel "
+                                           rf"group\(s\) \[{groups - 1}\] \(of {groups}\) is not finite"):
+        layer(tg.tensor(x))
+    assert int(layer.num_batches_tracked.item()) == 0
+
+
+def test_nan_input_in_eval_propagates_like_batchnorm():
+    layer = DecorrelatedBatchNorm(4, groups=1).eval()
+    x = np.ones((3, 4))
+    x[0, 1] = np.nan
+    y = layer(tg.tensor(x)).detach().numpy()
+    assert np.isnan(y[0]).any() and np.isfinite(y[1:]).all()

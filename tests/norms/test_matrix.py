@@ -26,11 +26,7 @@ import tinygrad_bn as tg
 from tinygrad_bn.autograd import gradcheck, gradgradcheck
 from tinygrad_bn.norms import REGISTRY
 from tests.helpers import DEVICES_WITH_ACCELERATOR, assert_close, needs_torch, torch
-
-try:
-    from tests.helpers import HAVE_TORCH
-except ImportError:  # until the coordinator's tests/helpers.py change is merged
-    HAVE_TORCH = torch is not None
+from tests.helpers import HAVE_TORCH
 
 SPECS = list(REGISTRY.values())
 IDS = [s.name for s in SPECS]

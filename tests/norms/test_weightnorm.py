@@ -14,7 +14,7 @@ import tinygrad_bn as tg
 import tinygrad_bn.nn as nn
 from tinygrad_bn.norms.weightnorm import WeightNorm, _weight_norm, norm_except_dim
 from tinygrad_bn.norms.weightnorm import remove_weight_norm, weight_norm as old_weight_norm
-from tests.helpers import assert_close, check_grads, check_torch, needs_torch, torch
+from tests.helpers import HAVE_TORCH, assert_close, check_grads, check_torch, needs_torch, torch
 from tests.nn.parity import load_from_torch
 
 # (weight shape, dim): per output channel, per input channel, inner axes, negative dims, whole
@@ -99,7 +99,7 @@ def test_zero_direction_gives_nan_like_torch():
     g = tg.tensor(np.ones((2, 1)), requires_grad=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         assert np.isnan(_weight_norm(v, g, 0).detach().numpy()).all()
-    if torch is not None:
+    if HAVE_TORCH:
         assert torch._weight_norm(torch.zeros(2, 3), torch.ones(2, 1), 0).isnan().all()
 
 
@@ -109,7 +109,7 @@ def test_dim_out_of_range_message_matches_torch():
         norm_except_dim(tg.zeros(2, 3, 4, 5), 2, 4)
     with pytest.raises(IndexError, match=r"\[-2, 1\], but got -3\)"):
         norm_except_dim(tg.zeros(2, 3), 2, -3)
-    if torch is not None:
+    if HAVE_TORCH:
         with pytest.raises(IndexError, match=r"\[-4, 3\], but got 4\)"):
             torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(2, 3, (4, 5)), dim=4)
 

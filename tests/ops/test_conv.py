@@ -7,7 +7,7 @@ import tinygrad_bn as tg
 from tests.helpers import check_grads, check_torch, needs_torch, torch
 from tinygrad_bn.ops.conv import conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d
 
-F = torch.nn.functional if torch is not None else None
+F = torch.nn.functional
 # PyTorch warns that 'same' with an even kernel copies the input (so do we, silently)
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
@@ -249,3 +249,109 @@ X, W = (1, 4, 8, 8), (8, 3, 3, 3)
 def test_conv_bad_input_gets_a_clear_error(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ---- the algorithms inside (issue 14): each one exercised, and the paths agree -----------------
+from tinygrad_bn.ops import conv as conv_module  # noqa: E402
+
+# (dy shape, w shape, output size, stride, padding, dilation, groups, the path expected)
+TRANSPOSE_GEOMETRIES = [
+    ((2, 4, 5, 6), (4, 3, 3, 3), (5, 6), (1, 1), (1, 1), (1, 1), 1, "conv"),      # ResNet 3x3
+    ((1, 6, 3, 4), (6, 2, 3, 2), (7, 3), (1, 1), (0, 1), (2, 1), 2, "conv"),      # dilation, groups
+    ((2, 4, 3, 3), (4, 1, 3, 3), (5, 5), (1, 1), (0, 0), (1, 1), 4, "conv"),      # depthwise, valid
+    ((2, 4, 3, 4), (4, 3, 3, 3), (5, 7), (2, 2), (1, 1), (1, 1), 1, "col2im"),    # stride 2
+    ((2, 4, 7, 7), (4, 3, 1, 1), (5, 5), (1, 1), (1, 1), (1, 1), 1, "col2im"),    # p > d(K-1)
+    ((2, 4, 3, 3), (4, 3, 2, 2), (6, 6), (1, 1), (0, 0), (2, 2), 1, "col2im"),    # output_padding
+]
+
+
+@pytest.mark.parametrize("y_shape,w_shape,size,stride,padding,dilation,groups,path",
+                         TRANSPOSE_GEOMETRIES)
+def test_conv_transpose_paths_agree_and_each_is_chosen(y_shape, w_shape, size, stride, padding,
+                                                       dilation, groups, path):
+    """The stride-1 input gradient as one convolution with flipped weights equals col2im, and the
+    choice between them goes where the module says (both are exercised by this list)."""
+    rng = np.random.default_rng(0)
+    y, w = rng.standard_normal(y_shape), rng.standard_normal(w_shape)
+    as_conv = conv_module._transpose_is_a_conv(y_shape, w_shape, size, stride, padding, dilation)
+    assert as_conv == (path == "conv")
+    reference = conv_module._col2im(np, y, w, size, stride, padding, dilation, groups)
+    assert reference.shape[2:] == size
+    if as_conv:
+        fast = conv_module._transpose_as_conv(np, y, w, padding, dilation, groups)
+        np.testing.assert_allclose(fast, reference, atol=1e-12, rtol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", [
+    ((3, 16, 9, 7), (8, 16, 3, 3), dict(padding=1)),                               # odd sizes
+    ((1, 4, 6, 6), (6, 2, 3, 3), dict(padding=2, dilation=2, groups=2)),           # batch 1
+    ((2, 3, 7, 5), (4, 3, 1, 1), dict(padding=1)),                                 # p > d(K-1)
+    ((2, 3, 8, 8), (4, 3, 3, 3), dict(stride=2, padding=1)),                       # stride 2
+    ((2, 5, 6, 7), (5, 1, 3, 3), dict(padding=1, groups=5)),                       # depthwise
+])
+def test_conv_input_gradient_paths_match_torch(device, dtype, tol, x_shape, w_shape, kwargs):
+    check_torch(_fn(conv2d, kwargs), _fn(F.conv2d, kwargs), [x_shape, w_shape], device=device,
+                dtype=dtype, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("fn,shapes", [
+    (lambda x, w: conv2d(x, w, padding=1, dilation=(2, 1), groups=2), [(1, 4, 5, 4), (2, 2, 2, 3)]),
+    (lambda x, w: conv_transpose2d(x, w, padding=1, groups=2), [(2, 2, 3, 3), (2, 1, 3, 3)]),
+])
+def test_conv_stride1_paths_gradcheck_and_double_backward(device, fn, shapes):
+    check_grads(fn, shapes, device=device)
+
+
+@needs_torch
+def test_conv_non_contiguous_input_and_weight():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((3, 4, 3, 3))
+    ours_x, ours_w = tg.tensor(x, requires_grad=True), tg.tensor(w, requires_grad=True)
+    theirs_x, theirs_w = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    # transposed views: the channels-last and the flipped-weight copies must not assume a layout
+    out = conv2d(ours_x.transpose(2, 3), ours_w.transpose(0, 1), padding=1)
+    ref = F.conv2d(theirs_x.transpose(2, 3), theirs_w.transpose(0, 1), padding=1)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), atol=1e-10)
+    out.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(ours_x.grad.numpy(), theirs_x.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(ours_w.grad.numpy(), theirs_w.grad.numpy(), atol=1e-10)
+
+
+def test_merge_runs_merges_only_contiguous_neighbours():
+    a = np.arange(2 * 5 * 6 * 4).reshape(2, 5, 6, 4)
+    windows = conv_module.sliding_windows(a, 1, (3, 4), (3, 3), (1, 1), (1, 1))
+    rows = windows.transpose(2, 3, 4, 0, 1, 5)          # (N, Qh, Qw, Kh, Kw, C), as im2col reads
+    merged = conv_module._merge_runs(rows)
+    assert merged.shape == (2, 3, 4, 3, 12)              # Kw and C merged: 3 taps x 4 channels
+    np.testing.assert_array_equal(merged.reshape(rows.shape), rows)
+    assert conv_module._merge_runs(a).shape == (a.size,)
+    assert conv_module._merge_runs(a[:, :, ::2]).shape == (30, 4)   # one stride of 8 items
+    assert conv_module._merge_runs(a[:, :, :5]).shape == (10, 20)
+
+
+def test_conv_outputs_do_not_alias_the_reused_column_buffer():
+    """The column matrix is scratch reused by the next call: nothing returned may point into it."""
+    x1, w1 = tg.randn(2, 3, 6, 6, dtype=tg.float64), tg.randn(4, 3, 3, 3, dtype=tg.float64)
+    x2, w2 = tg.randn(1, 2, 9, 9, dtype=tg.float64), tg.randn(2, 2, 3, 3, dtype=tg.float64)
+    y1 = conv2d(x1, w1, padding=1)
+    first = y1.numpy().copy()
+    conv2d(x2, w2, padding=1)                            # reuses (and overwrites) the scratch
+    np.testing.assert_array_equal(y1.numpy(), first)
+    for use in ("columns", "padded"):
+        scratch = conv_module._scratch(np, (1,), np.uint8, use).base
+        assert not np.shares_memory(y1.numpy(), scratch)
+
+
+def test_conv_padded_scratch_has_a_zero_border_after_reuse():
+    """The padded buffer is reused and only its border zeroed: a call after a larger one whose
+    values filled the same memory must still see zeros outside the input."""
+    big = np.full((2, 3, 9, 9), 7.0)
+    conv_module._padded_channels_last(np, big, (0, 0), 1)        # fill the buffer with 7s
+    small = np.ones((1, 2, 3, 4))
+    padded = conv_module._padded_channels_last(np, small, (2, 1), 2)
+    expected = np.zeros((1, 7, 6, 2))
+    expected[:, 2:5, 1:5] = 1
+    np.testing.assert_array_equal(padded.reshape(1, 7, 6, 2), expected)

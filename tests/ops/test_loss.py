@@ -8,7 +8,7 @@ from tinygrad_bn.ops.activation import log_softmax
 from tinygrad_bn.ops.loss import cross_entropy, mse_loss, nll_loss
 from tests.helpers import check_grads, check_torch, torch
 
-TF = torch.nn.functional if torch is not None else None
+TF = torch.nn.functional
 REDUCTIONS = ["none", "sum", "mean"]
 WEIGHT = np.array([0.2, 1.0, 3.0, 0.5])
 

@@ -8,12 +8,7 @@ import tinygrad_bn as tg
 from tinygrad_bn.autograd import gradcheck, gradgradcheck
 from tinygrad_bn.autograd.gradcheck import GradcheckError
 from tests.helpers import check_grads, check_torch, needs_torch
-
-try:
-    from tests.helpers import HAVE_TORCH
-except ImportError:  # until the coordinator's tests/helpers.py change is merged
-    from tests.helpers import torch as _torch
-    HAVE_TORCH = _torch is not None
+from tests.helpers import HAVE_TORCH
 from tests.ops.op_table import ALL
 
 IDS = [entry[0] for entry in ALL]

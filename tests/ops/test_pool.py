@@ -7,7 +7,7 @@ import tinygrad_bn as tg
 from tests.helpers import check_grads, check_torch, needs_torch, torch
 from tinygrad_bn.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
-F = torch.nn.functional if torch is not None else None
+F = torch.nn.functional
 
 # (input shape, keyword arguments); dilation is dropped for avg_pool2d, which has none
 POOL_CASES = [

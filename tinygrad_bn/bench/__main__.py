@@ -1,4 +1,4 @@
-"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu] [--threads N]
+"""python -m tinygrad_bn.bench [--quick] [--filter TEXT] [--json PATH] [--device cpu|cuda] [--threads N]
 
 Prints a table of medians and ratios (ours / reference) and writes them as JSON."""
 import argparse
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from tinygrad_bn.bench import core_cases, nn_cases
+from tinygrad_bn.bench import core_cases, gpu_cases, nn_cases
 from tinygrad_bn.bench.timing import median_time, paired_median_times
 
 
@@ -59,8 +59,12 @@ def run(args):
         ref_txt = f"{t_ref * unit_scale:10.2f}" if t_ref else "       n/a"
         print(f"{group:10s} {name:34s} {t_ours * unit_scale:10.2f} {ref_txt} {unit:>3s}  {ratio:>7s}  vs {ref_name}",
               flush=True)
+        return row
 
     print(f"{'group':10s} {'case':34s} {'ours':>10s} {'reference':>10s}       ratio")
+    if args.device == "cuda":  # the GPU half: ours on CuPy against PyTorch CUDA eager
+        rows += gpu_cases.run(record, torch, args.quick)
+        return rows
     repeat = 5 if args.quick else 9
     if torch is not None:
         for name, ours, ref in core_cases.tiny_op_cases(torch):
@@ -82,6 +86,8 @@ def run(args):
         record("norm", name, ours, ref, "torch", unit_scale=1e3, unit="ms", **heavy)
     if not args.quick:
         steps = nn_cases.resnet_step_cases(torch)
+        if steps:  # depth scaling: ResNet-56 has 2.8x the convolutions at the same shapes
+            steps += nn_cases.resnet_step_cases(torch, depth=56)
         if not steps:
             print("resnet: examples.models is not importable; run from the repository root")
         for name, ours, ref in steps:
@@ -100,19 +106,53 @@ def run(args):
     return rows
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Errors as one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _check_json_path(parser, path):
+    """Before the (long) run: the results must be writable where --json says."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"--json: the folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        parser.error(f"--json: {path!r} is a folder; give a file name")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        parser.error(f"--json: cannot write {path!r} (permission denied)")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="tinygrad_bn benchmarks, side by side with PyTorch/NumPy")
+    parser = _OneLineParser(prog="python -m tinygrad_bn.bench",
+                            description="tinygrad_bn benchmarks, side by side with PyTorch/NumPy")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (< 1 minute)")
     parser.add_argument("--filter", default="", help="only cases whose name contains this text")
     parser.add_argument("--json", default="bench_results.json", help="where to write the results")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to benchmark")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=_positive_int, default=None,
                         help="threads for PyTorch and for our normalizer kernels (default: every core; "
                              "NumPy's BLAS reads OPENBLAS_NUM_THREADS at start-up instead)")
     args = parser.parse_args(argv)
-    if args.device != "cpu":
-        sys.exit("--device cuda: the GPU cases are not written yet; only cpu is available")
+    _check_json_path(parser, args.json)
     torch = _torch()
+    if args.device == "cuda":
+        from tinygrad_bn import cuda
+        if not cuda.is_available():
+            sys.exit("bench --device cuda: CuPy with a CUDA GPU is needed (pip install -e \".[cuda]\")")
+        if torch is None or not torch.cuda.is_available():
+            sys.exit("bench --device cuda: PyTorch with CUDA is needed for the side-by-side cases")
     threads = args.threads or os.cpu_count() or 1
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # our normalizer kernels' worker threads
@@ -122,6 +162,7 @@ def main(argv=None):
     start = time.time()
     rows = run(args)
     result = {"machine": machine_description(), "quick": args.quick, "device": args.device,
+              "device_description": gpu_cases.device_description(args.device),
               "threads": threads,
               "seconds": round(time.time() - start, 1), "cases": rows}
     with open(args.json, "w") as f:

@@ -89,7 +89,7 @@ def _torch_twin(torch, module, shape):
     return None
 
 
-def resnet_step_cases(torch, depth=20, batch=128, which=("ours", "torch")):
+def resnet_step_cases(torch, depth=20, batch=128, which=("ours", "torch"), device="cpu", torch_device="cpu"):
     """One SGD training step of a post-activation CIFAR ResNet, ours and PyTorch's
     (`which` limits what is built, so that a memory probe holds one framework only)."""
     try:
@@ -101,9 +101,9 @@ def resnet_step_cases(torch, depth=20, batch=128, which=("ours", "torch")):
     y_np = rng.integers(0, 10, batch)
     steps = {"ours": None, "torch": None}
     if "ours" in which:
-        model = resnet(depth=depth, block="post")
+        model = resnet(depth=depth, block="post").to(device)
         opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        x, y = tg.tensor(x_np), tg.tensor(y_np)
+        x, y = tg.tensor(x_np, device=device), tg.tensor(y_np, device=device)
 
         def ours():
             opt.zero_grad()
@@ -111,9 +111,9 @@ def resnet_step_cases(torch, depth=20, batch=128, which=("ours", "torch")):
             opt.step()
         steps["ours"] = ours
     if "torch" in which:
-        tmodel = _torch_resnet(torch, depth)
+        tmodel = _torch_resnet(torch, depth).to(torch_device)
         topt = torch.optim.SGD(tmodel.parameters(), lr=0.1, momentum=0.9)
-        tx, ty = torch.tensor(x_np), torch.tensor(y_np)
+        tx, ty = torch.tensor(x_np, device=torch_device), torch.tensor(y_np, device=torch_device)
 
         def theirs():
             topt.zero_grad()

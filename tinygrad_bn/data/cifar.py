@@ -48,7 +48,8 @@ class CIFAR10(ImageDataset):
             pixels.append(x)
             labels.append(y)
         pixels, labels = np.concatenate(pixels), np.concatenate(labels)
-        images = pixels.reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255)
+        images = pixels.reshape(-1, 3, 32, 32).astype(np.float32)
+        images /= np.float32(255)  # in place: one float copy of the pixels, not two
         super().__init__(images, labels)
 
 
@@ -81,14 +82,31 @@ def _read_python(path):
         raise DatasetFileError(f"{path}: expected b'data' to be a uint8 array of shape (N, {PIXELS}), "
                                f"got {getattr(data, 'dtype', type(data).__name__)} "
                                f"{getattr(data, 'shape', '')}")
-    if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data):
-        raise DatasetFileError(f"{path}: expected b'labels' to be a list of {len(data)} ints, got "
-                               f"{type(labels).__name__} of length {len(labels) if hasattr(labels, '__len__') else '?'}")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise DatasetFileError(f"{path}: b'labels' are not integers ({e})") from None
-    return data, _check_labels(labels, path)
+    return np.asarray(data), _python_labels(labels, len(data), path)  # asarray: plain ndarray
+
+
+def _python_labels(labels, n, path):
+    """b'labels' as int64: a list of n Python ints or a 1-D integer array of n, each in 0..9."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DatasetFileError(f"{path}: expected b'labels' to be a 1-D integer array of {n} "
+                                   f"labels, got a {labels.dtype} array of shape {labels.shape}")
+        labels = np.asarray(labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+            raise DatasetFileError(f"{path}: b'labels' must be in 0..{len(CLASSES) - 1}, found values "
+                                   f"in {labels.min()}..{labels.max()}")
+    elif isinstance(labels, list):
+        for i, v in enumerate(labels):
+            if type(v) is not int or not 0 <= v < len(CLASSES):  # no floats, bools or 2**70
+                raise DatasetFileError(f"{path}: b'labels'[{i}] is {v!r} ({type(v).__name__}); every "
+                                       f"label must be an int in 0..{len(CLASSES) - 1}")
+    else:
+        raise DatasetFileError(f"{path}: expected b'labels' to be a list of {n} ints, got "
+                               f"{type(labels).__name__}")
+    if len(labels) != n:
+        raise DatasetFileError(f"{path}: expected b'labels' to be a list of {n} ints (one per row of "
+                               f"b'data'), got {len(labels)}")
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _check_labels(labels, path):

@@ -8,6 +8,7 @@ then the prod(sizes) elements. Images: magic 0x00000803, sizes (N, 28, 28). Labe
 Files: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz], looked up in root, root/<Name>/raw
 (torchvision's layout) and root/<Name>. Images come out float32 (N, 1, 28, 28) in [0, 1].
 """
+import math
 import os
 
 import numpy as np
@@ -45,7 +46,8 @@ class MNIST(ImageDataset):
         if labels.size and labels.max() >= len(self.classes):
             raise DatasetFileError(f"{files['labels']}: labels must be in 0..{len(self.classes) - 1}, "
                                    f"found {labels.max()}")
-        data = images[:, None].astype(np.float32) / np.float32(255)
+        data = images[:, None].astype(np.float32)
+        data /= np.float32(255)  # in place: one float copy of the pixels, not two
         super().__init__(data, labels.astype(np.int64))
 
 
@@ -68,8 +70,8 @@ def read_idx(path, ndim):
         raise DatasetFileError(f"{path}: bad IDX magic number 0x{raw[:4].hex()}, expected "
                                f"0x{expected_magic.hex()} (unsigned bytes, {ndim} dimensions)")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python ints: (2**22, 2**21, 2**21) must not wrap to 0
     if len(raw) != expected:
-        raise DatasetFileError(f"{path}: the header promises {dims} = {expected} bytes in all, but "
-                               f"the file has {len(raw)}; it is truncated or corrupt")
+        raise DatasetFileError(f"{path}: the header field dims {dims} promises {expected} bytes in "
+                               f"all, but the file has {len(raw)}; it is truncated or corrupt")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)

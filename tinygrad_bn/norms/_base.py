@@ -16,6 +16,7 @@ flag how to build and exercise a layer:
 `tinygrad_bn.norms.REGISTRY` collects the SPECS of every file in this package.
 """
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 from tinygrad_bn import backend, dtypes
@@ -182,3 +183,22 @@ def check_batch_norm_args(opname, input, running_mean, running_var, weight, bias
         raise ValueError(f"batch_norm eps must be non-negative, but got {format_float(eps)}")
     if not dtypes.is_floating(input.dtype):
         raise TypeError(f"{opname}: expected a floating-point input, got {input.dtype}")
+
+
+def restores_count_on_error(forward):
+    """For a BatchNorm-type layer's forward: a batch that fails its input checks (or whose
+    normalization raises) is not counted, so num_batches_tracked is put back as it was.
+    (PyTorch counts before F.batch_norm checks the input; counting a refused batch skews the
+    momentum=None average and any schedule of the step.)"""
+    @functools.wraps(forward)
+    def counted_once(self, *args, **kwargs):
+        counter = getattr(self, "num_batches_tracked", None)
+        saved = None if counter is None else counter.data.copy()
+        try:
+            return forward(self, *args, **kwargs)
+        except BaseException:
+            if saved is not None and not bool((counter.data == saved).all()):
+                counter.data[...] = saved
+                counter._version[0] += 1
+            raise
+    return counted_once

@@ -24,6 +24,7 @@ from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.module import Module
+from tinygrad_bn.norms._base import restores_count_on_error
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      register_affine, reset_affine, stats_as_constants,
                                      update_running_stats)
@@ -141,6 +142,7 @@ class _BatchNorm(_NormBase):
     def _check_input_dim(self, x):
         raise NotImplementedError
 
+    @restores_count_on_error
     def forward(self, input):
         self._check_input_dim(input)
         use_batch_stats = not self.frozen_stats and (

@@ -44,6 +44,7 @@ import numbers
 import numpy as np
 
 from tinygrad_bn.autograd.function import Function
+from tinygrad_bn.norms._base import restores_count_on_error
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      reference_affine, reference_batch_norm_train, reference_ema,
                                      update_running_stats)
@@ -237,6 +238,7 @@ class _BatchRenorm(_BatchNorm):
         _check_limits(rmax, dmax, f"{type(self).__name__} at step {step}")
         return rmax, dmax
 
+    @restores_count_on_error
     def forward(self, input):
         self._check_input_dim(input)
         name = f"{type(self).__name__}Backward"

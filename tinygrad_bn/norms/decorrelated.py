@@ -51,6 +51,7 @@ from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import zeros
 from tinygrad_bn.nn.module import Module
+from tinygrad_bn.norms._base import restores_count_on_error
 from tinygrad_bn.norms._base import (NormSpec, check_more_than_one_value, reference_affine,
                                      register_affine, reset_affine)
 from tinygrad_bn.norms._meanvar import gradients_per_input, vjp_of_composed
@@ -96,6 +97,13 @@ def _whitening(xp, xc, eps, dtype):
     xc64 = xc.astype(xp.float64)
     cov = xc64 @ xc64.transpose(0, 2, 1) / m
     cov += eps * xp.eye(xc.shape[1], dtype=xp.float64)
+    # LAPACK on a NaN matrix may fail to converge or return NaNs, by chance: refuse it clearly
+    finite = xp.isfinite(cov).all(axis=(1, 2))
+    if not bool(finite.all()):
+        bad = [int(g) for g in xp.nonzero(~finite)[0][:8]]
+        raise RuntimeError(f"DecorrelatedBatchNorm: the batch covariance of channel group(s) {bad} "
+                           f"(of {xc.shape[0]}) is not finite; the input holds NaN or inf (or values "
+                           f"too large to square), and ZCA whitening needs a finite covariance")
     eigvals, eigvecs = xp.linalg.eigh(cov)
     proj = (eigvecs / xp.sqrt(eigvals)[:, None, :]) @ eigvecs.transpose(0, 2, 1)
     return (eigvals.astype(dtype), eigvecs.astype(dtype), proj.astype(dtype))
@@ -387,6 +395,7 @@ class DecorrelatedBatchNorm(Module):
         self.reset_running_stats()
         reset_affine(self)
 
+    @restores_count_on_error
     def forward(self, input):
         if input.ndim < 2:
             raise ValueError(f"DecorrelatedBatchNorm: expected at least 2D input (got {input.ndim}D input)")

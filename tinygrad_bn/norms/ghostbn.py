@@ -41,6 +41,7 @@ import math
 import numpy as np
 
 from tinygrad_bn.autograd.function import Function
+from tinygrad_bn.norms._base import restores_count_on_error
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
                                      reference_affine, reference_batch_norm_train, reference_ema,
                                      update_running_stats)
@@ -260,6 +261,7 @@ class _GhostBatchNorm(_BatchNorm):
         self.virtual_batch_size = virtual_batch_size
         self.remainder = remainder
 
+    @restores_count_on_error
     def forward(self, input):
         self._check_input_dim(input)
         name = f"{type(self).__name__}Backward"

@@ -35,6 +35,7 @@ import math
 
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.distributed.comm import Communicator, get_default_communicator
+from tinygrad_bn.norms._base import restores_count_on_error
 from tinygrad_bn.norms._base import NormSpec, check_batch_norm_args
 from tinygrad_bn.norms._meanvar import _stats, gradients_per_input, vjp_of_composed
 from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm
@@ -259,6 +260,7 @@ class SyncBatchNorm(_BatchNorm):
         if x.shape[1] == 0:
             raise ValueError("SyncBatchNorm number of input channels should be non-zero")
 
+    @restores_count_on_error
     def forward(self, input):
         self._check_input_dim(input)
         self._check_non_zero_input_channels(input)

@@ -29,7 +29,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     """torch.nn.functional.leaky_relu."""
     _check_tensor(input, "leaky_relu")
     out = LeakyRelu.apply(input, negative_slope=float(negative_slope))
-    return input._inplace(out, "leaky_relu_") if inplace else out
+    return input._inplace(out, "leaky_relu_", result_is_saved=True) if inplace else out
 
 
 class Softmax(Function):

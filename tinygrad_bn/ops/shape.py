@@ -7,6 +7,7 @@ import numpy as np
 
 from tinygrad_bn import backend, dtypes
 from tinygrad_bn.autograd.function import Function
+from tinygrad_bn.autograd.views import ViewFunction
 from tinygrad_bn.autograd.grad_mode import is_grad_enabled
 from tinygrad_bn.ops._helpers import as_tensor, normalize_dims, sum_to_shape
 from tinygrad_bn.tensor import Tensor, _wrap_dim
@@ -22,7 +23,7 @@ def _shape_arg(shape, opname):
     return tuple(int(n) for n in shape)
 
 
-class Reshape(Function):
+class Reshape(ViewFunction):
     """y = x with a new shape (same elements, row-major order).   dx = g reshaped back."""
 
     def forward(self, x, shape):
@@ -80,7 +81,7 @@ def unsqueeze(x, dim):
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
-class Permute(Function):
+class Permute(ViewFunction):
     """y = x with its axes reordered by `dims`.   dx = g permuted by the inverse order."""
 
     def forward(self, x, dims):
@@ -110,7 +111,7 @@ def transpose(x, dim0, dim1):
     return permute(x, *order)
 
 
-class Expand(Function):
+class Expand(ViewFunction):
     """y = x broadcast to `shape` (a read-only view).   dx = g summed over the broadcast dims."""
 
     def forward(self, x, shape):
@@ -179,10 +180,12 @@ def _checked_getitem(array, key, shape):
         raise IndexError(f"index: {e} (indexing a tensor of shape {list(shape)})") from None
 
 
-class Index(Function):
+class Index(ViewFunction):
     """y = x[key].   dx = zeros with g scattered into the indexed places (added where repeated)."""
 
     def forward(self, x, key, advanced):
+        if not advanced and not any(k is Ellipsis for k in key):
+            key = key + (Ellipsis,)  # x[0] of a vector: a 0-d view, not a copied scalar (PyTorch)
         return _checked_getitem(x, key, x.shape)
 
     def backward(self, g):
@@ -247,7 +250,8 @@ def setitem(x, key, value):
     except ValueError:
         raise RuntimeError(f"setitem: value of shape {list(value.shape)} cannot be broadcast to "
                            f"the indexed shape {list(target_shape)}") from None
-    if is_grad_enabled() and (x.requires_grad or value.requires_grad):
+    if x._view is not None or (is_grad_enabled() and (x.requires_grad or value.requires_grad)):
+        # recorded, or into a view (overlap check; a row of an expand is read-only in NumPy)
         return x._inplace(SetItem.apply(x, value, key=key), "setitem")
     x.data[key] = value.data
     x._version[0] += 1
