@@ -8,7 +8,7 @@ import tinygrad_bn.nn as nn
 from tests.helpers import check_grads, needs_torch, torch
 from tests.nn.parity import check_module
 
-tnn = torch.nn if torch is not None else None
+tnn = torch.nn  # the MissingOracle stand-in when PyTorch is absent: its tests skip
 
 # (module name, constructor arguments, input shape)
 MODULE_CASES = [
