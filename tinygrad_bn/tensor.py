@@ -506,7 +506,7 @@ class Overwrite(function_module.Function):
 
 def _check_no_overlap(tensor, opname):
     """An expanded view has elements that share memory: a write would be ill-defined (PyTorch)."""
-    if any(stride == 0 and n > 1 for stride, n in zip(tensor.data.strides, tensor.data.shape)):
+    if tensor.data.size > 1 and any(stride == 0 and n > 1 for stride, n in zip(tensor.data.strides, tensor.data.shape)):
         raise RuntimeError(f"{opname}: unsupported operation: more than one element of the "
                            f"written-to tensor refers to a single memory location. Please clone() "
                            f"the tensor before performing the operation.")

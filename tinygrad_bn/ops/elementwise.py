@@ -41,6 +41,10 @@ class Sub(Function):
 
 
 def sub(a, b):
+    if any(isinstance(v, bool) or (isinstance(v, Tensor) and v.dtype == dtypes.bool_) for v in (a, b)):  # PyTorch refuses; ~ or logical_not is what was meant
+        raise RuntimeError(f"sub: subtraction, the `-` operator, with a bool tensor is not supported (got "
+                           f"{getattr(a, 'dtype', type(a).__name__)} and {getattr(b, 'dtype', type(b).__name__)}). "
+                           f"If you are trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     return Sub.apply(*binary_operands(a, b, "sub"))
 
 
@@ -283,12 +287,18 @@ def sqrt(x): return Sqrt.apply(_as_float(x, "sqrt"))
 def rsqrt(x): return Rsqrt.apply(_as_float(x, "rsqrt"))
 def tanh(x): return Tanh.apply(_as_float(x, "tanh"))
 def sigmoid(x): return Sigmoid.apply(_as_float(x, "sigmoid"))
-def abs(x): return Abs.apply(x)
+def abs(x):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        raise NotImplementedError("abs: not implemented for a bool tensor, as in PyTorch")
+    return Abs.apply(x)
 def sign(x):
     if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
         return Tensor._make(x.data.copy())  # PyTorch: sign of a bool tensor is the tensor itself
     return Sign.apply(x)
-def relu(x): return Relu.apply(x)
+def relu(x):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        raise RuntimeError("relu: boolean inputs are not supported, as in PyTorch")
+    return Relu.apply(x)
 
 
 # ---- two-operand selections -----------------------------------------------------------------
