@@ -17,3 +17,8 @@ def device(request):
 def _seed():
     tg.manual_seed(0)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="draw many more examples in the property-based parity suite (tests/parity)")

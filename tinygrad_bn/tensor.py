@@ -221,6 +221,8 @@ class Tensor:
         return t
 
     def detach_(self):
+        if self._view is not None:  # its history is its base's: PyTorch refuses too
+            raise RuntimeError("detach_: Can't detach views in-place. Use detach() instead.")
         self.grad_fn = None
         self.requires_grad = False
         return self
@@ -258,6 +260,13 @@ class Tensor:
         recording = is_grad_enabled() and result.grad_fn is not None
         view = self._view
         if is_grad_enabled():
+            if self.grad_fn is not None and self._output_index in self.grad_fn._view_outputs:
+                raise RuntimeError(f"{opname}: Output {self._output_index} of {type(self.grad_fn).__name__} is a "
+                                   f"view and is being modified inplace. This view was created inside a custom Function "
+                                   f"(or because an input was returned as-is) and the autograd logic to handle "
+                                   f"view+inplace would override the custom backward associated with the custom "
+                                   f"Function, leading to incorrect gradients. This behavior is forbidden. You "
+                                   f"can fix this by cloning the output of the custom Function.")
             if view is None:
                 if self.grad_fn is None and self.requires_grad:
                     raise RuntimeError(f"{opname}: a leaf Variable that requires grad is being used "
@@ -664,7 +673,7 @@ class Overwrite(function_module.Function):
 
 def _check_no_overlap(tensor, opname):
     """An expanded view has elements that share memory: a write would be ill-defined (PyTorch)."""
-    if any(stride == 0 and n > 1 for stride, n in zip(tensor.data.strides, tensor.data.shape)):
+    if tensor.data.size > 1 and any(stride == 0 and n > 1 for stride, n in zip(tensor.data.strides, tensor.data.shape)):
         raise RuntimeError(f"{opname}: unsupported operation: more than one element of the "
                            f"written-to tensor refers to a single memory location. Please clone() "
                            f"the tensor before performing the operation.")

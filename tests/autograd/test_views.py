@@ -284,3 +284,70 @@ def test_generated_view_chains_match_pytorch(chain):
     theirs = _run_chain(torch, TF, chain)
     ours = _run_chain(tg, F, chain)
     assert _same(ours, theirs), f"\nours:    {ours}\npytorch: {theirs}"
+
+
+# ---- leftovers (issue 18): detach_() of a view, a custom Function that returns a view -----------
+@needs_torch
+@pytest.mark.parametrize("make", [lambda lib: lib.ones(3)[0], lambda lib: (lib.ones(2, 3, requires_grad=True) * 2)[1],
+                                  lambda lib: (lib.ones(2, 3) * 2).reshape(6)])
+def test_detach_inplace_of_a_view_raises_as_in_torch(make):
+    with pytest.raises(RuntimeError, match="Can't detach views in-place"):
+        make(torch).detach_()
+    with pytest.raises(RuntimeError, match=r"detach_: Can't detach views in-place. Use detach\(\) instead."):
+        make(tg).detach_()
+    assert (tg.ones(3, requires_grad=True) * 2).detach_().grad_fn is None  # not a view: allowed
+
+
+class _FirstRow(tg.autograd.Function):
+    """y = a[0], returned as a view of the input (the mistake PyTorch forbids writing into)."""
+
+    def forward(self, a):
+        return a[0]
+
+    def backward(self, g):
+        return tg.pad(g.reshape(1, -1), (0, 0, 0, 1))
+
+
+class _AsIs(tg.autograd.Function):
+    def forward(self, a):
+        return a
+
+    def backward(self, g):
+        return g
+
+
+@needs_torch
+@pytest.mark.parametrize("fn", [_FirstRow, _AsIs])
+def test_inplace_into_a_custom_functions_view_output_raises_as_in_torch(fn):
+    class TFirstRow(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a[0] if fn is _FirstRow else a
+
+        @staticmethod
+        def backward(ctx, g):
+            return torch.nn.functional.pad(g.reshape(1, -1), (0, 0, 0, 1)) if fn is _FirstRow else g
+
+    with pytest.raises(RuntimeError, match="is a view and is being modified inplace"):
+        TFirstRow.apply(torch.ones(2, 3, requires_grad=True) * 1).mul_(2)
+    out = fn.apply(tg.ones(2, 3, requires_grad=True) * 1)
+    with pytest.raises(RuntimeError, match=rf"mul_: Output 0 of {fn.__name__} is a view and is being modified "
+                                           r"inplace. This view was created inside a custom Function"):
+        out.mul_(2)
+    with tg.no_grad():
+        fn.apply(tg.ones(2, 3) * 1).mul_(2)  # untracked writes stay allowed
+
+
+def test_a_custom_function_returning_a_fresh_array_may_be_written():
+    class Doubled(tg.autograd.Function):
+        def forward(self, a):
+            return a[0] * 2
+
+        def backward(self, g):
+            return tg.pad(g.reshape(1, -1), (0, 0, 0, 1)) * 2
+
+    x = tg.ones(2, 3, requires_grad=True)
+    y = Doubled.apply(x * 1)
+    y.mul_(3)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[6, 6, 6], [0, 0, 0]])

@@ -62,6 +62,20 @@ def test_conv1d_parity(device, kw):
     check_module(nn.Conv1d(4, 6, 3, **kw), tnn.Conv1d(4, 6, 3, **kw), (2, 4, 9), device=device)
 
 
+@needs_torch
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding=(2, 1), stride=2), dict(padding="same", dilation=2),
+                                dict(padding="valid")], ids=str)
+def test_conv_padding_modes_match_torch(device, mode, kw):
+    k = (2, 3) if kw.get("padding") == "same" else 3
+    check_module(nn.Conv2d(2, 3, k, padding_mode=mode, **kw), tnn.Conv2d(2, 3, k, padding_mode=mode, **kw),
+                 (2, 2, 7, 6), device=device)
+    kw1 = {key: v[0] if isinstance(v, tuple) else v for key, v in kw.items()}
+    check_module(nn.Conv1d(2, 3, 3, padding_mode=mode, **kw1), tnn.Conv1d(2, 3, 3, padding_mode=mode, **kw1),
+                 (2, 2, 7), device=device)
+
+
 def test_conv2d_grads(device):
     check_grads(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [(1, 2, 4, 4), (2, 2, 3, 3), (2,)],
                 device=device)
@@ -229,8 +243,6 @@ def test_conv_construction_errors():
         nn.Conv2d(4, 5, 3, groups=2)
     with pytest.raises(ValueError, match="groups must be a positive integer"):
         nn.Conv2d(4, 4, 3, groups=0)
-    with pytest.raises(NotImplementedError, match="padding_mode='reflect' is not supported"):
-        nn.Conv2d(1, 1, 3, padding_mode="reflect")
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         nn.Conv2d(1, 1, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match="Invalid padding string 'full'"):
@@ -259,9 +271,12 @@ def test_max_pool_return_indices(device):
     np.testing.assert_array_equal(indices.numpy(), t_indices.numpy())
 
 
-def test_unsupported_pool_options():
-    with pytest.raises(NotImplementedError, match="divisor_override"):
-        nn.AvgPool2d(2, divisor_override=3)
+@needs_torch
+def test_avg_pool_divisor_override_matches_torch(device):
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    ours = nn.AvgPool2d(3, 2, 1, divisor_override=4)(tg.tensor(x, device=device))
+    np.testing.assert_allclose(ours.numpy(), tnn.AvgPool2d(3, 2, 1, divisor_override=4)(torch.tensor(x)).numpy(),
+                               atol=1e-12)
 
 
 def test_dropout_module_bad_p():

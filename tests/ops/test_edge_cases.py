@@ -132,3 +132,55 @@ def test_linspace_tensor_endpoint_honours_dtype():
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-15, atol=0)
     with pytest.raises(RuntimeError, match="linspace: end must be a 0-dimensional tensor"):
         tg.linspace(0.0, tg.ones(2), 3)
+
+
+# ---- gradients at NaN, inf and 0**0: PyTorch's conventions ------------------------------------
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.0]
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["relu", "abs", "sign", "sqrt", "exp", "tanh", "sigmoid"])
+def test_unary_values_and_gradients_at_special_points_match_torch(name):
+    x = np.array(SPECIAL)
+    ours, ref = tg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, r = getattr(ours, name)(), getattr(ref, name)()
+    np.testing.assert_allclose(y.detach().numpy(), r.detach().numpy(), rtol=1e-14, atol=0)  # NaN == NaN here
+    y.sum().backward(); r.sum().backward()
+    np.testing.assert_allclose(ours.grad.numpy(), ref.grad.numpy(), rtol=1e-14, atol=0)
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_minimum_gradient_with_nan_and_ties_matches_torch(name):
+    a = np.array([np.nan, 1.0, np.nan, 2.0, 3.0, -np.inf])
+    b = np.array([1.0, np.nan, np.nan, 2.0, 1.0, -np.inf])
+    ta, tb = tg.tensor(a, requires_grad=True), tg.tensor(b, requires_grad=True)
+    ra, rb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    y, r = getattr(tg, name)(ta, tb), getattr(torch, name)(ra, rb)
+    np.testing.assert_array_equal(y.detach().numpy(), r.detach().numpy())
+    y.sum().backward(); r.sum().backward()
+    np.testing.assert_array_equal(ta.grad.numpy(), ra.grad.numpy())
+    np.testing.assert_array_equal(tb.grad.numpy(), rb.grad.numpy())
+
+
+@needs_torch
+def test_pow_gradients_at_zero_base_match_torch():
+    """d/da 0**0 = 0 and d/db 0**b = 0 for b >= 0; 0**(-1) gives -inf for db, as in PyTorch."""
+    a = np.array([0.0, 0.0, 0.0, 0.0, 2.0, -1.5])
+    b = np.array([0.0, 2.0, 0.5, -1.0, 0.0, 2.0])
+    ta, tb = tg.tensor(a, requires_grad=True), tg.tensor(b, requires_grad=True)
+    ra, rb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = ta ** tb
+        y.sum().backward()
+    r = ra ** rb
+    r.sum().backward()
+    np.testing.assert_array_equal(y.detach().numpy(), r.detach().numpy())
+    np.testing.assert_array_equal(ta.grad.numpy(), ra.grad.numpy())
+    np.testing.assert_array_equal(tb.grad.numpy(), rb.grad.numpy())
+
+
+def test_pow_maximum_still_pass_gradcheck_and_double_backward():
+    from tests.helpers import check_grads
+    check_grads(lambda a, b: a ** b, [(3, 2), (3, 2)], low=0.5, high=2.0)
+    check_grads(lambda a, b: tg.maximum(a, b) * tg.minimum(a, b) * a, [(3, 2), (2,)])

@@ -176,3 +176,27 @@ def test_stride_defaults_to_kernel_size():
 def test_pool_bad_input_gets_a_clear_error(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ---- divisor_override -------------------------------------------------------------------------
+@needs_torch
+@pytest.mark.parametrize("divisor", [1, 3, 7, -2])
+@pytest.mark.parametrize("shape,kwargs", POOL_CASES[:4])
+def test_avg_pool2d_divisor_override_matches_torch(device, shape, kwargs, divisor):
+    kwargs = dict(kwargs, divisor_override=divisor)
+    check_torch(_avg(avg_pool2d, kwargs, False), _avg(F.avg_pool2d, kwargs, False), [shape], device=device)
+
+
+def test_avg_pool2d_divisor_override_gradcheck_and_double_backward(device):
+    check_grads(lambda x: avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=True, divisor_override=5),
+                [(1, 2, 5, 4)], device=device)
+
+
+def test_avg_pool2d_divisor_override_errors():
+    x = tg.randn(1, 1, 4, 4)
+    with pytest.raises(RuntimeError, match="avg_pool2d: divisor must be not zero"):
+        avg_pool2d(x, 2, divisor_override=0)
+    with pytest.raises(TypeError, match="avg_pool2d: divisor_override must be int, not float"):
+        avg_pool2d(x, 2, divisor_override=2.5)
+    with pytest.raises(TypeError, match="not bool"):
+        avg_pool2d(x, 2, divisor_override=True)

@@ -74,6 +74,9 @@ class Function:
     #: a backward returning None for an input that requires grad is warned about (usually a
     #: forgotten gradient); the package's own backwards return None for a gradient that is zero
     _warn_none_gradients = False
+    #: indices of outputs that are views of an input (an extension's forward returned a[0]):
+    #: an in-place write into one raises, as PyTorch's custom-Function view rule
+    _view_outputs = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -243,7 +246,11 @@ class Function:
                 raise _wrote_into_input(cls, e) from None
             raise
         if cls._read_only_inputs:  # outputs that are views of an input: writable again
-            for r in (result if type(result) is tuple else (result,)):
+            returned = result if type(result) is tuple else (result,)
+            views_of_inputs = frozenset(i for i, r in enumerate(returned) if _is_read_only(r))
+            if views_of_inputs:
+                ctx._view_outputs = views_of_inputs
+            for r in returned:
                 backend.make_writable(r)
         make = Tensor._make
         if not recording:
@@ -288,6 +295,12 @@ class Function:
 
 
 # ---- messages for the mistakes of a custom Function (all off the fast path) ------------------------
+def _is_read_only(array):
+    """A forward's output still read-only here is a view of one of its (read-only) inputs."""
+    flags = getattr(getattr(array, "_a", array), "flags", None)
+    return flags is not None and not flags.writeable
+
+
 @functools.lru_cache(maxsize=None)
 def _forward_parameters(cls):
     """The names of forward's positional parameters (the Tensor inputs), for messages."""

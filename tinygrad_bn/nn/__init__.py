@@ -51,3 +51,11 @@ from tinygrad_bn.norms.layernorm import LayerNorm  # noqa: E402
 from tinygrad_bn.norms.rmsnorm import RMSNorm  # noqa: E402
 
 __all__ += ["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
+
+from tinygrad_bn.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d,  # noqa: E402
+                                    ConstantPad2d, ConstantPad3d, ReflectionPad1d, ReflectionPad2d,
+                                    ReflectionPad3d, ReplicationPad1d, ReplicationPad2d, ReplicationPad3d,
+                                    ZeroPad1d, ZeroPad2d, ZeroPad3d)
+from tinygrad_bn.nn.padding import __all__ as _padding_all  # noqa: E402
+
+__all__ += _padding_all

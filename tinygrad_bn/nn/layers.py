@@ -10,6 +10,7 @@ from tinygrad_bn.nn import functional as F
 from tinygrad_bn.nn import init
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
+from tinygrad_bn.ops.shape import pad
 
 
 def _ntuple(value, n, what, name):
@@ -84,9 +85,6 @@ class _ConvNd(Module):
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"{name}: padding_mode must be one of ['zeros', 'reflect', 'replicate', "
                              f"'circular'], but got padding_mode={padding_mode!r}")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"{name}: padding_mode={padding_mode!r} is not supported yet; "
-                                      f"only 'zeros'")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _ntuple(kernel_size, n, "kernel_size", name)
         self.stride = _ntuple(stride, n, "stride", name)
@@ -121,8 +119,25 @@ class _ConvNd(Module):
             layout = "H, W" if n == 2 else "L"
             raise RuntimeError(f"{self!r}: expected input of shape (N, {self.in_channels}, {layout}) "
                                f"or ({self.in_channels}, {layout}), got {list(input.shape)}")
-        return type(self)._functional(input, self.weight, self.bias, self.stride, self.padding,
+        padding = self.padding
+        if self.padding_mode != "zeros":  # PyTorch: pad in that mode first, then a convolution without padding
+            input = pad(input, self._reversed_padding_repeated_twice(), self.padding_mode)
+            padding = 0
+        return type(self)._functional(input, self.weight, self.bias, self.stride, padding,
                                       self.dilation, self.groups)
+
+    def _reversed_padding_repeated_twice(self):
+        """F.pad's (left, right) pairs from the last dim; 'same' puts the odd extra on the right."""
+        widths = []
+        for i in reversed(range(self._spatial)):
+            if self.padding == "valid":
+                widths += [0, 0]
+            elif self.padding == "same":
+                total = self.dilation[i] * (self.kernel_size[i] - 1)
+                widths += [total // 2, total - total // 2]
+            else:
+                widths += [self.padding[i]] * 2
+        return tuple(widths)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -182,8 +197,6 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
         super().__init__()
-        if divisor_override is not None:
-            raise NotImplementedError("AvgPool2d: divisor_override is not supported")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.ceil_mode = padding, ceil_mode
@@ -191,7 +204,7 @@ class AvgPool2d(Module):
 
     def forward(self, input):
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                            self.count_include_pad)
+                            self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -41,6 +41,10 @@ class Sub(Function):
 
 
 def sub(a, b):
+    if any(isinstance(v, bool) or (isinstance(v, Tensor) and v.dtype == dtypes.bool_) for v in (a, b)):  # PyTorch refuses; ~ or logical_not is what was meant
+        raise RuntimeError(f"sub: subtraction, the `-` operator, with a bool tensor is not supported (got "
+                           f"{getattr(a, 'dtype', type(a).__name__)} and {getattr(b, 'dtype', type(b).__name__)}). "
+                           f"If you are trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     return Sub.apply(*binary_operands(a, b, "sub"))
 
 
@@ -104,7 +108,8 @@ class PowScalar(Function):
 
 
 class Pow(Function):
-    """y = a ** b.   da = g * b * a^(b-1),  db = g * y * log(a)  (0 where a == 0)."""
+    """y = a ** b.   da = g * b * a^(b-1) (0 where b == 0, so d/da 0^0 = 0),
+    db = g * y * log(a) (0 where a == 0 and b >= 0): PyTorch's conventions."""
 
     def forward(self, a, b):
         y = a ** b
@@ -114,11 +119,14 @@ class Pow(Function):
     def backward(self, g):
         (sa, _), (sb, _) = self.input_meta
         a, b, y = self.saved("a", "b", "y")
-        da = sum_to_shape(g * b * pow(a, b - 1), sa) if self.needs_input_grad[0] else None
+        da = None
+        if self.needs_input_grad[0]:
+            da = sum_to_shape(where(b == 0, as_tensor(0.0, g, g.dtype), g * b * pow(a, b - 1)), sa)
         db = None
         if self.needs_input_grad[1]:
-            safe_log = where(a == 0, as_tensor(0.0, a, a.dtype), log(where(a == 0, as_tensor(1.0, a, a.dtype), a)))
-            db = sum_to_shape(g * y * safe_log, sb)
+            zero_base = (a == 0) & (b >= 0)
+            safe_log = log(where(zero_base, as_tensor(1.0, a, a.dtype), a))
+            db = sum_to_shape(where(zero_base, as_tensor(0.0, g, g.dtype), g * y * safe_log), sb)
         return da, db
 
 
@@ -193,22 +201,28 @@ class Rsqrt(Function):
         return g * (y * y * y) * -0.5
 
 
+def _sign(xp, x):
+    """sign(x), with sign(NaN) = 0 as in PyTorch (NumPy gives NaN)."""
+    s = xp.sign(x)
+    return xp.where(xp.isnan(s), 0, s).astype(s.dtype, copy=False) if s.dtype.kind == "f" else s
+
+
 class Abs(Function):
-    """y = |x|.   dx = g * sign(x)."""
+    """y = |x|.   dx = g * sign(x)  (0 at 0 and at NaN, as in PyTorch)."""
 
     def forward(self, x):
         self.save_for_backward(x=x)
         return self.xp.abs(x)
 
     def backward(self, g):
-        return g * _const(self.xp.sign(self.saved_array("x")))
+        return g * _const(_sign(self.xp, self.saved_array("x")))
 
 
 class Sign(Function):
-    """y = sign(x).   dx = 0 (almost everywhere)."""
+    """y = sign(x), sign(NaN) = 0 as in PyTorch.   dx = 0 (almost everywhere)."""
 
     def forward(self, x):
-        return self.xp.sign(x)
+        return _sign(self.xp, x)
 
     def backward(self, g):
         return g * 0
@@ -249,7 +263,7 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
-    """y = max(x, 0).   dx = g * [y > 0]."""
+    """y = max(x, 0).   dx = g * [not y <= 0]  (so relu'(NaN) = 1, as in PyTorch)."""
 
     def forward(self, x):
         y = self.xp.maximum(x, 0)
@@ -257,7 +271,7 @@ class Relu(Function):
         return y
 
     def backward(self, g):
-        return g * _const(self.saved_array("y") > 0)
+        return g * _const(~(self.saved_array("y") <= 0))
 
 
 def _as_float(x, name):
@@ -273,12 +287,18 @@ def sqrt(x): return Sqrt.apply(_as_float(x, "sqrt"))
 def rsqrt(x): return Rsqrt.apply(_as_float(x, "rsqrt"))
 def tanh(x): return Tanh.apply(_as_float(x, "tanh"))
 def sigmoid(x): return Sigmoid.apply(_as_float(x, "sigmoid"))
-def abs(x): return Abs.apply(x)
+def abs(x):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        raise NotImplementedError("abs: not implemented for a bool tensor, as in PyTorch")
+    return Abs.apply(x)
 def sign(x):
     if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
         return Tensor._make(x.data.copy())  # PyTorch: sign of a bool tensor is the tensor itself
     return Sign.apply(x)
-def relu(x): return Relu.apply(x)
+def relu(x):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        raise RuntimeError("relu: boolean inputs are not supported, as in PyTorch")
+    return Relu.apply(x)
 
 
 # ---- two-operand selections -----------------------------------------------------------------
@@ -305,12 +325,16 @@ class Minimum(Function):
 
 
 def _select_backward(node, g, larger):
+    """PyTorch's masks: an input gets g unless it lost (so where a NaN meets anything, both sides
+    get all of g), half of g on a tie."""
     a, b = node.saved_array("a"), node.saved_array("b")
-    wins = (a > b) if larger else (a < b)
-    share_a = wins.astype(g.dtype) + (a == b).astype(g.dtype) * 0.5
+    a_lost, b_lost = ((a < b), (a > b)) if larger else ((a > b), (a < b))
+    tie = (a == b).astype(g.dtype) * 0.5
+    share_a = (1 - a_lost.astype(g.dtype)) - tie
+    share_b = (1 - b_lost.astype(g.dtype)) - tie
     (sa, _), (sb, _) = node.input_meta
     da = sum_to_shape(g * _const(share_a), sa) if node.needs_input_grad[0] else None
-    db = sum_to_shape(g * _const(1 - share_a), sb) if node.needs_input_grad[1] else None
+    db = sum_to_shape(g * _const(share_b), sb) if node.needs_input_grad[1] else None
     return da, db
 
 

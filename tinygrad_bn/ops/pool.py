@@ -142,9 +142,12 @@ def _pool_attrs(attrs):
 
 
 # ---- average pooling --------------------------------------------------------------------------
-def _avg_divisor(xp, size, out_size, kernel, stride, padding, count_include_pad, dtype):
+def _avg_divisor(xp, size, out_size, kernel, stride, padding, count_include_pad, dtype, divisor_override=None):
     """divisor[q] = prod over dims of the window length, clipped to the padded input
-    (count_include_pad) or to the input: PyTorch's (hend - hstart) * (wend - wstart)."""
+    (count_include_pad) or to the input: PyTorch's (hend - hstart) * (wend - wstart);
+    or divisor_override for every window."""
+    if divisor_override is not None:
+        return xp.asarray(np.full(tuple(out_size), divisor_override, dtype=dtype))
     counts = []
     for n, q, k, s, p in zip(size, out_size, kernel, stride, padding):
         start = np.arange(q) * s - p
@@ -162,12 +165,12 @@ class AvgPool2d(Function):
 
     node_name = "AvgPool2DBackward"
 
-    def forward(self, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    def forward(self, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override=None):
         xp = self.xp
         out_size = pool_output_size(x.shape[-2:], kernel_size, stride, padding, (1, 1), ceil_mode)
         win = _windows(xp, x, out_size, kernel_size, stride, padding, (1, 1), 0)
         divisor = _avg_divisor(xp, x.shape[-2:], out_size, kernel_size, stride, padding,
-                               count_include_pad, x.dtype)
+                               count_include_pad, x.dtype, divisor_override)
         return win.sum(axis=(0, 1)) / divisor
 
     def backward(self, g):
@@ -177,10 +180,11 @@ class AvgPool2d(Function):
 class AvgPool2dBackward(Function):
     """dx[q*s + t - p] += g[q] / divisor[q] for every tap t.  Backward: AvgPool2d(gg)."""
 
-    def forward(self, g, *, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    def forward(self, g, *, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor_override=None):
         xp = self.xp
         share = g / _avg_divisor(xp, input_size[-2:], g.shape[-2:], kernel_size, stride, padding,
-                                 count_include_pad, g.dtype)
+                                 count_include_pad, g.dtype, divisor_override)
         return _scatter_taps(xp, lambda i: share, g.dtype, input_size, g.shape[-2:], kernel_size,
                              stride, padding, (1, 1))
 
@@ -282,14 +286,21 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                            return_indices=bool(return_indices))
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
     """torch.nn.functional.avg_pool2d (zero padding; count_include_pad decides whether the
-    padding counts in the divisor)."""
+    padding counts in the divisor; divisor_override, a nonzero int, replaces the divisor)."""
     _check_pool_input("avg_pool2d", input)
+    if divisor_override is not None:
+        if not isinstance(divisor_override, (int, np.integer)) or isinstance(divisor_override, bool):
+            raise TypeError(f"avg_pool2d: divisor_override must be int, not {type(divisor_override).__name__}")
+        if divisor_override == 0:
+            raise RuntimeError("avg_pool2d: divisor must be not zero, got divisor_override=0")
     kernel, stride, padding, _ = _pool_geometry("avg_pool2d", input, kernel_size, stride, padding,
                                                 1, ceil_mode)
     return AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding,
-                           ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+                           ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
+                           divisor_override=None if divisor_override is None else int(divisor_override))
 
 
 def adaptive_avg_pool2d(input, output_size):

@@ -200,12 +200,16 @@ def min(x, dim=None, keepdim=False):
 
 
 def argmax(x, dim=None, keepdim=False):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        raise RuntimeError("argmax: does not support bool input, as in PyTorch")
     if dim is None:
         return Tensor._make(x.xp.asarray(x.data.argmax()).astype(dtypes.int64))
     return _max_min(x.detach(), dim, keepdim, smallest=False).indices
 
 
 def argmin(x, dim=None, keepdim=False):
+    if isinstance(x, Tensor) and x.dtype == dtypes.bool_:
+        raise RuntimeError("argmin: does not support bool input, as in PyTorch")
     if dim is None:
         return Tensor._make(x.xp.asarray(x.data.argmin()).astype(dtypes.int64))
     return _max_min(x.detach(), dim, keepdim, smallest=True).indices

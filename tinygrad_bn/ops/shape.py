@@ -364,19 +364,109 @@ class Pad(Function):
         return Index.apply(g, key=key, advanced=False)
 
 
-def pad(x, pad, mode="constant", value=0.0):
-    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim."""
-    if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported; only 'constant'")
+class GatherAxis(Function):
+    """y[..., j, ...] = x[..., idx[j], ...] along `axis` (idx may repeat).
+    dx[..., i, ...] = sum of g[..., j, ...] over the j with idx[j] = i   (ScatterAddAxis)."""
+
+    def forward(self, x, idx, axis):
+        return self.xp.take(x, self.xp.asarray(idx, dtype=np.intp), axis=axis)
+
+    def backward(self, g):
+        return ScatterAddAxis.apply(g, idx=self.attrs["idx"], axis=self.attrs["axis"],
+                                    size=self.input_meta[0][0][self.attrs["axis"]])
+
+
+class ScatterAddAxis(Function):
+    """y[..., i, ...] = sum of x[..., j, ...] over the j with idx[j] = i (y has `size` along axis).
+    dx = g gathered at idx   (GatherAxis): the two are each other's adjoint."""
+
+    def forward(self, x, idx, axis, size):
+        xp = self.xp
+        shape = list(x.shape)
+        shape[axis] = size
+        out = xp.zeros(shape, dtype=x.dtype)
+        moved = xp.moveaxis(out, axis, 0)  # a view: the scatter along the first axis writes into out
+        backend.scatter_add(moved, xp.asarray(idx, dtype=np.intp), xp.moveaxis(x, axis, 0))
+        return out
+
+    def backward(self, g):
+        return GatherAxis.apply(g, idx=self.attrs["idx"], axis=self.attrs["axis"])
+
+
+def _pad_positions(n, left, right, mode):
+    """Source index of each output position along one dim, out length n + left + right; a negative
+    left / right crops that side first (PyTorch's rules):
+    reflect   i = |j| mirrored at n - 1 (the edge is not repeated),  j in [-left, n + right);
+    replicate i = clip(j, 0, n - 1);
+    circular  the cropped run x[lo:hi] repeated: i = lo + (j mod (hi - lo)), j in [-l+, m + r+)."""
+    if mode == "circular":
+        lo, hi = max(-left, 0), n - max(-right, 0)
+        j = np.arange(-max(left, 0), hi - lo + max(right, 0))
+        return lo + j % max(hi - lo, 1)
+    j = np.arange(-left, n + right)
+    if mode == "reflect":
+        j = np.abs(j)
+        return np.where(j >= n, 2 * (n - 1) - j, j)
+    return np.clip(j, 0, n - 1)
+
+
+def _pad_by_index(x, pad, mode):
+    """reflect / replicate / circular padding: one gather per padded dim (differentiable twice)."""
+    k = len(pad) // 2
+    if k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(f"pad: padding size {len(pad)} is not supported for {x.ndim}D input in mode "
+                                  f"{mode!r}: it takes 2 (2D or 3D input), 4 (3D or 4D) or 6 (4D or 5D)")
+    if mode != "circular" and 0 in (x.shape[1:] if x.ndim == k + 2 else x.shape):  # only a batch may be empty
+        raise RuntimeError(f"pad: mode {mode!r} expects a {k + 1}D or {k + 2}D (batch mode) input with possibly "
+                           f"0 batch size and other non-zero dimensions, got input shape {list(x.shape)}")
+    for i in range(k):
+        d = x.ndim - 1 - i
+        left, right, n = pad[2 * i], pad[2 * i + 1], x.shape[d]
+        if mode == "reflect" and (left >= n or right >= n):
+            raise RuntimeError(f"pad: padding size should be less than the corresponding input dimension "
+                               f"for mode 'reflect', but got padding ({left}, {right}) at dim {d} of input "
+                               f"shape {list(x.shape)}")
+        if mode == "circular" and (left > n or right > n):
+            raise RuntimeError(f"pad: padding value causes wrapping around more than once for mode "
+                               f"'circular': padding ({left}, {right}) at dim {d} of input shape {list(x.shape)}")
+        cropped = n - max(-left, 0) - max(-right, 0)
+        too_small = (cropped < 0 or (cropped == 0 and max(left, right) > 0)) if mode == "circular" \
+            else n + left + right < 1
+        if too_small:
+            raise RuntimeError(f"pad: input size {n} at dim {d} is too small for padding ({left}, {right}) in "
+                               f"mode {mode!r}: the output size would be {n + left + right}")
+        if left or right:
+            x = GatherAxis.apply(x, idx=tuple(int(k) for k in _pad_positions(n, left, right, mode)), axis=d)
+    return x
+
+
+def pad(x, pad, mode="constant", value=None):
+    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim; a
+    negative width crops. mode 'constant' (value, default 0), 'reflect', 'replicate' or 'circular'."""
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported; expected 'constant', 'reflect', "
+                                  f"'replicate' or 'circular'")
     pad = tuple(int(p) for p in pad)
-    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+    if len(pad) % 2:
+        raise RuntimeError(f"pad: padding length must be divisible by 2, got {len(pad)} ({list(pad)})")
+    if mode != "constant":
+        if value not in (None, 0, 0.0):
+            raise RuntimeError(f"pad: padding mode {mode!r} doesn't take in value argument, got value={value!r}")
+        return _pad_by_index(x, pad, mode)
+    value = 0.0 if value is None else value
+    if len(pad) // 2 > x.ndim:
         raise RuntimeError(f"pad: padding length must be even and at most 2*ndim "
                            f"({2 * x.ndim}), got {len(pad)} for input of shape {list(x.shape)}")
-    if any(p < 0 for p in pad):
-        raise RuntimeError(f"pad: negative padding {list(pad)} is not supported")
-    widths = [(0, 0)] * x.ndim
+    widths, crop = [(0, 0)] * x.ndim, [slice(None)] * x.ndim
     for i in range(len(pad) // 2):
-        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+        d, (left, right) = x.ndim - 1 - i, pad[2 * i: 2 * i + 2]
+        if x.shape[d] + left + right < 0:
+            raise RuntimeError(f"pad: the input size {x.shape[d]} at dim {d}, plus negative padding ({left}, "
+                               f"{right}), results in a negative output size {x.shape[d] + left + right}")
+        widths[d] = (max(left, 0), max(right, 0))
+        crop[d] = slice(max(-left, 0), x.shape[d] - max(-right, 0))
+    if any(s != slice(None) for s in crop):
+        x = x[tuple(crop)]
     return Pad.apply(x, widths=tuple(widths), value=value)
 
 
