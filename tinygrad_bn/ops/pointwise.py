@@ -51,6 +51,9 @@ def _rounding(x, kind, decimals=0):
         raise TypeError(f"{kind}: expected a Tensor, got {type(x).__name__}")
     if not isinstance(decimals, int) or isinstance(decimals, bool):
         raise TypeError(f"round: decimals must be an int, got {decimals!r}")
+    if x.dtype == dtypes.bool_:
+        raise NotImplementedError(f"{kind}: not implemented for a bool tensor, as in PyTorch "
+                                  f"(convert it first, e.g. x.float())")
     if not dtypes.is_floating(x.dtype):
         if decimals != 0:
             raise RuntimeError(f"round: decimals={decimals} is only supported for floating-point "
