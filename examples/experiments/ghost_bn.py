@@ -39,7 +39,7 @@ CLAIM = ("With very large batches BN's statistics become near-exact, the regular
 SOURCE = ("Hoffer, Hubara & Soudry 2017, 'Train longer, generalize better', section 4, Algorithm 1; "
           "the Deep Dive text (large batches)")
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~15 s", "default": "~8 min", "full": "~1 h"}
+BUDGET = {"quick": "~15 s", "default": "~2.5 min", "full": "~1 h"}
 TABLE_KEYS = ["test_acc", "train_acc", "gen_gap", "test_loss", "steps"]
 REFERENCE_K = 32
 SCALES = {"quick": dict(large=128, small=32, ks=[8, 32], epochs=2, train_size=256, test_size=128,

@@ -40,7 +40,7 @@ CLAIM = ("BN's test accuracy falls as the per-step batch shrinks, while GroupNor
          "LayerNorm and FRN are batch-independent; Batch Renorm narrows BN's gap.")
 SOURCE = "Wu & He 2018, 'Group Normalization', Fig. 1; Ioffe 2017 (Batch Renorm); the chapter's section 6"
 RULE = __doc__.split("word for word):\n", 1)[1].strip()
-BUDGET = {"quick": "~20 s", "default": "~15 min (the largest experiment)", "full": "~2 h"}
+BUDGET = {"quick": "~20 s", "default": "~8 min (the largest experiment)", "full": "~2 h"}
 TABLE_KEYS = ["test_acc", "test_acc_train_mode", "final_train_loss", "steps"]
 NORMS = {"BN": "BatchNorm2d", "GN": "GroupNorm", "LN": "LayerNorm", "BRN": "BatchRenorm2d",
          "FRN": "FilterResponseNorm2d"}
