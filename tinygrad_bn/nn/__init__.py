@@ -59,3 +59,8 @@ from tinygrad_bn.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,
 from tinygrad_bn.nn.padding import __all__ as _padding_all  # noqa: E402
 
 __all__ += _padding_all
+
+from tinygrad_bn.nn.activation import ELU, GELU, Hardtanh, PReLU, ReLU6, SiLU  # noqa: E402
+from tinygrad_bn.nn.sparse import Embedding  # noqa: E402
+
+__all__ += ["GELU", "SiLU", "ELU", "ReLU6", "Hardtanh", "PReLU", "Embedding"]

@@ -14,10 +14,14 @@ from tinygrad_bn.ops.elementwise import relu as _relu
 from tinygrad_bn.ops.loss import cross_entropy, mse_loss, nll_loss  # noqa: F401
 from tinygrad_bn.ops.shape import pad  # noqa: F401
 from tinygrad_bn.tensor import Tensor
+from tinygrad_bn.ops.activation import elu, gelu, hardtanh, prelu, relu6, silu  # noqa: F401
+from tinygrad_bn.ops.embedding import embedding, one_hot  # noqa: F401
+from tinygrad_bn.ops.linalg import normalize  # noqa: F401
 
 __all__ = ["linear", "relu", "relu_", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
            "dropout", "dropout2d", "conv1d", "conv2d", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "pad"]
+__all__ += ["gelu", "silu", "elu", "relu6", "hardtanh", "prelu", "one_hot", "normalize", "embedding"]
 
 
 # ---- linear ---------------------------------------------------------------------------------

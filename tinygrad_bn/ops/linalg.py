@@ -1,4 +1,4 @@
-"""Products and norms: mm, bmm, outer (checked forms of matmul and mul), einsum, norm.
+"""Products and norms: mm, bmm, outer (checked forms of matmul and mul), einsum, norm, normalize.
 
 einsum's gradient for one operand is another einsum: of the output gradient with the other
 operands, into that operand's subscripts. A letter only that operand has (summed away in forward)
@@ -203,3 +203,18 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p < 0:
         raise RuntimeError(f"norm: p must be positive (or 0, inf, -inf), got {p}")
     return PNorm.apply(input, p=float(p), dims=dims, keepdim=keepdim)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """torch.nn.functional.normalize: x / max(||x||_p, eps) along dim, composed from norm, clamp and
+    div (so its gradient, and the gradient of that, come from theirs)."""
+    _need_tensor(input, "normalize")
+    if out is not None:
+        raise NotImplementedError("normalize: out= is not supported; use the returned tensor")
+    if not dtypes.is_floating(input.dtype):
+        raise RuntimeError(f"normalize: expected a floating-point input, got dtype {input.dtype}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or (p < 0 and p != float("-inf")):
+        raise RuntimeError(f"normalize: p must be a positive number, 0, inf or -inf, got {p!r}")
+    normalize_dims(dim, input.ndim, "normalize")  # a bad dim is named as normalize's mistake
+    denominator = norm(input, p, dim, keepdim=True).clamp(min=eps)
+    return input / denominator
