@@ -37,3 +37,4 @@ __version__ = "0.1.0"
 # Loaded last, in this order: nn re-exports the normalizers, whose files build on nn.module.
 from tinygrad_bn import nn, optim  # noqa: E402,F401
 from tinygrad_bn.checkpoint import load, save  # noqa: E402,F401
+from tinygrad_bn import accelerator  # noqa: E402,F401
