@@ -65,3 +65,37 @@ def test_norm_of_zeros_has_zero_gradient_like_pytorch():
 def test_bad_arguments(fn, exc, pattern):
     with pytest.raises(exc, match=pattern):
         fn()
+
+
+# ---- normalize (issue 15) ------------------------------------------------------------------------
+from tests.helpers import check_grads, check_torch  # noqa: E402
+from tinygrad_bn.ops.linalg import normalize  # noqa: E402
+
+
+@pytest.mark.parametrize("p, dim", [(2.0, 1), (1.0, 0), (3, -1), (INF, 1), (0.5, 2)])
+def test_normalize_matches_torch(device, p, dim):
+    check_torch(lambda x: normalize(x, p=p, dim=dim), lambda x: torch.nn.functional.normalize(x, p=p, dim=dim),
+                [(3, 4, 2)], device=device)
+
+
+def test_normalize_against_numpy_and_eps():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [1e-14, 0.0]])
+    got = normalize(tg.tensor(x), dim=1).numpy()
+    expected = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(got, expected, rtol=1e-15)   # rows of norm below eps are divided by eps
+
+
+def test_normalize_gradcheck_and_double_backward(device):
+    check_grads(lambda x: normalize(x, p=2.0, dim=1), [(2, 3)], device=device)
+    check_grads(lambda x: normalize(x, p=3.0, dim=0), [(3, 2)], device=device, low=0.5, high=2.0)
+
+
+@pytest.mark.parametrize("fn, exc, pattern", [
+    (lambda: normalize(tg.tensor([1, 2])), RuntimeError, r"normalize: expected a floating-point input, got dtype int64"),
+    (lambda: normalize(tg.ones(2, 3), p=-1.0), RuntimeError, r"normalize: p must be a positive number"),
+    (lambda: normalize(tg.ones(2, 3), dim=2), IndexError, r"normalize: Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
+    (lambda: normalize([1.0, 2.0]), TypeError, r"normalize"),
+])
+def test_normalize_bad_arguments(fn, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn()
