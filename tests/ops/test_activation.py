@@ -229,3 +229,36 @@ def test_prelu_grads(device, x_shape, w_shape):
 def test_new_activation_bad_arguments(fn, exc, pattern):
     with pytest.raises(exc, match=pattern):
         fn()
+
+
+# ---- softplus ---------------------------------------------------------------------------------
+from tinygrad_bn.ops.activation import softplus  # noqa: E402
+
+
+@pytest.mark.parametrize("beta, threshold", [(1.0, 20.0), (2.0, 5.0), (0.5, 20.0), (-1.0, 20.0)])
+def test_softplus_matches_torch(device, beta, threshold):
+    x = np.array([[-30.0, -1.0, 0.0, 0.5], [2.4, 2.6, 19.9, 40.0]])
+    check_torch(lambda a: softplus(a, beta, threshold), lambda a: torch.nn.functional.softplus(a, beta, threshold),
+                [x.shape], device=device, arrays=[x], atol=1e-12, rtol=1e-12)
+
+
+def test_softplus_gradcheck_and_double_backward(device):
+    check_grads(lambda a: softplus(a, 1.5, 100.0), [(2, 3)], device=device)
+
+
+def test_softplus_is_stable_and_exact_at_zero():
+    x = tg.tensor([-800.0, 0.0, 800.0], dtype=tg.float64, requires_grad=True)
+    y = softplus(x, threshold=float("inf"))
+    np.testing.assert_allclose(y.detach().numpy(), [0.0, np.log(2), 800.0], rtol=1e-15)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 0.5, 1.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("fn, exc, pattern", [
+    (lambda: softplus(tg.ones(2), beta=0), ValueError, r"softplus: beta must be non-zero"),
+    (lambda: softplus(tg.tensor([1, 2])), NotImplementedError, r"softplus: not implemented for dtype int64"),
+    (lambda: softplus(tg.ones(2), threshold="a"), TypeError, r"softplus\(\): argument 'threshold' must be a number, got str"),
+])
+def test_softplus_bad_arguments(fn, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn()

@@ -6,7 +6,7 @@ import pytest
 import tinygrad_bn as tg
 from tinygrad_bn.ops.activation import log_softmax
 from tinygrad_bn.ops.loss import cross_entropy, mse_loss, nll_loss
-from tests.helpers import check_grads, check_torch, torch
+from tests.helpers import check_grads, check_torch, needs_torch, torch
 
 TF = torch.nn.functional
 REDUCTIONS = ["none", "sum", "mean"]
@@ -210,3 +210,144 @@ def test_mse_loss_shape_mismatch():
 def test_integer_logits_are_rejected():
     with pytest.raises(TypeError, match="cross_entropy: expected a floating-point input, got dtype int64"):
         cross_entropy(tg.tensor([[1, 2]]), tg.tensor([0]))
+
+
+# ---- the elementwise losses (issue 15) -----------------------------------------------------------
+import warnings  # noqa: E402
+
+from tinygrad_bn.ops.loss import (binary_cross_entropy, binary_cross_entropy_with_logits,  # noqa: E402
+                                  huber_loss, kl_div, l1_loss, smooth_l1_loss)
+
+_rng = np.random.default_rng(7)
+PROBS = _rng.uniform(0.05, 0.95, (3, 4))
+SOFT_TARGETS = _rng.uniform(0.0, 1.0, (3, 4))
+LOGITS = _rng.standard_normal((3, 4)) * 3
+ROW_WEIGHT = _rng.uniform(0.5, 2.0, (4,))
+LOG_Q = np.log(_rng.dirichlet(np.ones(4), 3))
+P = _rng.dirichlet(np.ones(4), 3)
+
+#: name -> (ours, PyTorch's, inputs); the first two inputs get gradients, the rest are constants
+ELEMENTWISE = {
+    "bce": (binary_cross_entropy, TF.binary_cross_entropy, [PROBS, SOFT_TARGETS]),
+    "bce_weight": (binary_cross_entropy, TF.binary_cross_entropy, [PROBS, SOFT_TARGETS, ROW_WEIGHT]),
+    "bce_logits": (binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits, [LOGITS, SOFT_TARGETS]),
+    "bce_logits_weight_pos_weight": (
+        lambda x, y, w, p, **k: binary_cross_entropy_with_logits(x, y, w, pos_weight=p, **k),
+        lambda x, y, w, p, **k: TF.binary_cross_entropy_with_logits(x, y, w, pos_weight=p, **k),
+        [LOGITS, SOFT_TARGETS, ROW_WEIGHT, ROW_WEIGHT[::-1].copy()]),
+    "l1": (l1_loss, TF.l1_loss, [LOGITS, SOFT_TARGETS]),
+    "smooth_l1_beta0": (lambda x, y, **k: smooth_l1_loss(x, y, beta=0.0, **k),
+                        lambda x, y, **k: TF.smooth_l1_loss(x, y, beta=0.0, **k), [LOGITS, SOFT_TARGETS]),
+    "smooth_l1": (smooth_l1_loss, TF.smooth_l1_loss, [LOGITS, SOFT_TARGETS]),
+    "smooth_l1_beta2": (lambda x, y, **k: smooth_l1_loss(x, y, beta=2.0, **k),
+                        lambda x, y, **k: TF.smooth_l1_loss(x, y, beta=2.0, **k), [LOGITS, SOFT_TARGETS]),
+    "huber": (huber_loss, TF.huber_loss, [LOGITS, SOFT_TARGETS]),
+    "huber_delta05": (lambda x, y, **k: huber_loss(x, y, delta=0.5, **k),
+                      lambda x, y, **k: TF.huber_loss(x, y, delta=0.5, **k), [LOGITS, SOFT_TARGETS]),
+    "kl_div": (kl_div, TF.kl_div, [LOG_Q, P]),
+    "kl_div_log_target": (lambda x, y, **k: kl_div(x, y, log_target=True, **k),
+                          lambda x, y, **k: TF.kl_div(x, y, log_target=True, **k), [LOG_Q, np.log(P)]),
+}
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+def test_elementwise_loss_matches_torch(device, name, reduction):
+    ours, theirs, arrays = ELEMENTWISE[name]
+    x, y, *constants = arrays
+    ours_c = [tg.tensor(c, device=device) for c in constants]
+    theirs_c = [torch.tensor(c) for c in constants]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # kl_div's 'mean' warning, in both frameworks
+        check_torch(lambda a, b: ours(a, b, *ours_c, reduction=reduction),
+                    lambda a, b: theirs(a, b, *theirs_c, reduction=reduction), [x.shape, y.shape],
+                    device=device, arrays=[x, y], atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+def test_elementwise_loss_gradcheck_and_double_backward(device, name):
+    ours, _, arrays = ELEMENTWISE[name]
+    x, y, *constants = arrays
+    constants = [tg.tensor(c, device=device) for c in constants]
+    if name.startswith(("l1", "smooth_l1_beta0")):
+        y = x + np.sign(x - y) * 0.5   # keep |x - y| away from 0, where |.| has a kink
+    check_grads(lambda a, b: ours(a, b, *constants, reduction="sum"), [x.shape, y.shape], device=device,
+                arrays=[x, y])
+
+
+@pytest.mark.parametrize("name", ["smooth_l1", "smooth_l1_beta2", "huber", "huber_delta05"])
+def test_piecewise_losses_gradcheck_away_from_the_switch(name):
+    ours, _, _ = ELEMENTWISE[name]
+    x = np.array([[-3.0, -0.2, 0.1], [0.7, 1.9, 4.0]])
+    check_grads(lambda a, b: ours(a, b, reduction="sum"), [x.shape, x.shape], arrays=[x, np.zeros_like(x) + 0.05])
+
+
+def test_kl_div_batchmean_against_numpy():
+    """batchmean = sum_i sum_k p log(p / q) / N, the KL divergence per sample; p = 0 terms are 0."""
+    p = np.array([[0.5, 0.5, 0.0], [0.1, 0.2, 0.7]])
+    q = np.array([[0.25, 0.25, 0.5], [0.3, 0.3, 0.4]])
+    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / q), 0)
+    got = kl_div(tg.tensor(np.log(q)), tg.tensor(p), reduction="batchmean").item()
+    assert got == pytest.approx(terms.sum() / 2, rel=1e-14)
+
+
+@needs_torch
+def test_bce_at_the_edges_matches_torch():
+    """x of exactly 0 or 1: the logs are clamped at -100 (finite loss), the input gradient is
+    (x - y) / max(x (1 - x), 1e-12); logits of 0, +-800: softplus neither overflows nor loses 1/2."""
+    x, y = np.array([0.0, 1.0, 0.5, 1e-20]), np.array([1.0, 0.0, 0.5, 1.0])
+    check_torch(lambda a, b: binary_cross_entropy(a, b, reduction="sum"),
+                lambda a, b: TF.binary_cross_entropy(a, b, reduction="sum"), [x.shape, y.shape],
+                arrays=[x, y], grad=False)
+    a = tg.tensor(x, requires_grad=True)
+    binary_cross_entropy(a, tg.tensor(y), reduction="sum").backward()
+    np.testing.assert_allclose(a.grad.numpy(), [-1e12, 1e12, 0.0, -1e12], rtol=1e-9)
+    logits, t = np.array([0.0, 0.0, 800.0, -800.0]), np.array([1.0, 0.0, 0.0, 1.0])
+    check_torch(lambda a, b: binary_cross_entropy_with_logits(a, b, reduction="none"),
+                lambda a, b: TF.binary_cross_entropy_with_logits(a, b, reduction="none"), [(4,), (4,)],
+                arrays=[logits, t])
+
+
+def test_bce_with_logits_at_zero_logits_has_the_true_slope():
+    """d/dx at x = 0 is sigmoid(0) - y = 0.5 - y; composing relu and abs would give 0 - y."""
+    x = tg.tensor(np.zeros(2), requires_grad=True)
+    binary_cross_entropy_with_logits(x, tg.tensor([1.0, 0.0]), reduction="sum").backward()
+    np.testing.assert_allclose(x.grad.numpy(), [-0.5, 0.5], rtol=1e-15)
+
+
+@pytest.mark.parametrize("fn, exc, pattern", [
+    (lambda: binary_cross_entropy(tg.tensor([0.5, 1.2]), tg.tensor([0.0, 1.0])), RuntimeError,
+     r"binary_cross_entropy: all elements of input should be between 0 and 1, got values in \[0.5, 1.2"),
+    (lambda: binary_cross_entropy(tg.tensor([0.5, 0.2]), tg.tensor([[0.0, 1.0]])), ValueError,
+     r"binary_cross_entropy: Using a target size \(\[1, 2\]\) that is different to the input size \(\[2\]\)"),
+    (lambda: binary_cross_entropy(tg.tensor([0.5]), tg.tensor([1.0]), reduction="avg"), ValueError,
+     r"binary_cross_entropy: 'avg' is not a valid value for reduction"),
+    (lambda: binary_cross_entropy(tg.tensor([0.5, 0.5]), tg.tensor([1.0, 0.0]), weight=tg.ones(3)), RuntimeError,
+     r"binary_cross_entropy: weight of shape \[3\] cannot be broadcast to the input's shape \[2\]"),
+    (lambda: binary_cross_entropy_with_logits(tg.ones(2, 3), tg.ones(2)), ValueError,
+     r"binary_cross_entropy_with_logits: Target size \(\[2\]\) must be the same as input size \(\[2, 3\]\)"),
+    (lambda: binary_cross_entropy_with_logits(tg.ones(2, 3), tg.ones(2, 3), pos_weight=tg.ones(2)), RuntimeError,
+     r"binary_cross_entropy_with_logits: pos_weight of shape \[2\] cannot be broadcast to the input's shape \[2, 3\]"),
+    (lambda: binary_cross_entropy_with_logits(tg.tensor([1, 0]), tg.tensor([1.0, 0.0])), TypeError,
+     r"binary_cross_entropy_with_logits: expected a floating-point input, got dtype int64"),
+    (lambda: l1_loss(tg.ones(2), [1.0, 2.0]), TypeError, r"l1_loss: expected target to be a Tensor, got list"),
+    (lambda: l1_loss([1.0], tg.ones(1)), TypeError, r"l1_loss: expected a Tensor as input, got list"),
+    (lambda: smooth_l1_loss(tg.ones(2), tg.ones(2), beta=-1.0), RuntimeError,
+     r"smooth_l1_loss does not support negative values for beta, got beta=-1.0"),
+    (lambda: huber_loss(tg.ones(2), tg.ones(2), delta=0.0), RuntimeError,
+     r"huber_loss does not support non-positive values for delta, got delta=0.0"),
+    (lambda: huber_loss(tg.ones(2), tg.ones(2), delta="1"), TypeError, r"huber_loss: delta must be a number, got str"),
+    (lambda: kl_div(tg.ones(2), tg.ones(2), reduction="batch"), ValueError,
+     r"kl_div: 'batch' is not a valid value for reduction; expected 'none', 'batchmean', 'mean' or 'sum'"),
+    (lambda: kl_div(tg.ones(2), tg.ones(2), log_target=1), TypeError, r"kl_div: log_target must be a bool, got int"),
+])
+def test_elementwise_loss_bad_arguments(fn, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn()
+
+
+def test_shape_mismatch_warns_as_pytorch_does():
+    with pytest.warns(UserWarning, match=r"l1_loss: Using a target size \(\[1\]\) that is different to the input size \(\[3\]\)"):
+        l1_loss(tg.ones(3), tg.ones(1))
+    with pytest.warns(UserWarning, match=r"kl_div: reduction: 'mean' divides the total loss"):
+        kl_div(tg.ones(2), tg.ones(2))

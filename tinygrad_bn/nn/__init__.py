@@ -10,6 +10,7 @@ from tinygrad_bn.nn.layers import (AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d,
                                    Flatten, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ReLU,
                                    Sigmoid, Softmax, Tanh)
 from tinygrad_bn.nn.loss import CrossEntropyLoss, MSELoss, NLLLoss
+from tinygrad_bn.nn.loss import BCELoss, BCEWithLogitsLoss, HuberLoss, KLDivLoss, L1Loss, SmoothL1Loss  # noqa: E402,F401
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
 
@@ -64,3 +65,4 @@ from tinygrad_bn.nn.activation import ELU, GELU, Hardtanh, PReLU, ReLU6, SiLU  #
 from tinygrad_bn.nn.sparse import Embedding  # noqa: E402
 
 __all__ += ["GELU", "SiLU", "ELU", "ReLU6", "Hardtanh", "PReLU", "Embedding"]
+__all__ += ["BCELoss", "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]

@@ -12,6 +12,9 @@ from tinygrad_bn.ops.dropout import dropout, dropout2d  # noqa: F401
 from tinygrad_bn.ops.elementwise import sigmoid, tanh  # noqa: F401
 from tinygrad_bn.ops.elementwise import relu as _relu
 from tinygrad_bn.ops.loss import cross_entropy, mse_loss, nll_loss  # noqa: F401
+from tinygrad_bn.ops.loss import (binary_cross_entropy, binary_cross_entropy_with_logits,  # noqa: F401
+                                huber_loss, kl_div, l1_loss, smooth_l1_loss)
+from tinygrad_bn.ops.activation import softplus  # noqa: F401
 from tinygrad_bn.ops.shape import pad  # noqa: F401
 from tinygrad_bn.tensor import Tensor
 from tinygrad_bn.ops.activation import elu, gelu, hardtanh, prelu, relu6, silu  # noqa: F401
@@ -129,3 +132,5 @@ from tinygrad_bn.norms.groupnorm import group_norm  # noqa: E402,F401
 from tinygrad_bn.norms.instancenorm import instance_norm  # noqa: E402,F401
 from tinygrad_bn.norms.layernorm import layer_norm  # noqa: E402,F401
 from tinygrad_bn.norms.rmsnorm import rms_norm  # noqa: E402,F401
+__all__ += ["binary_cross_entropy", "binary_cross_entropy_with_logits", "l1_loss", "smooth_l1_loss",
+            "huber_loss", "kl_div", "softplus"]

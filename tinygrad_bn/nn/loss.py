@@ -1,21 +1,10 @@
-"""Loss modules: CrossEntropyLoss, NLLLoss, MSELoss (wrappers of nn.functional, PyTorch's
+"""Loss modules: CrossEntropyLoss, NLLLoss, MSELoss, BCELoss, BCEWithLogitsLoss, L1Loss,
+SmoothL1Loss, HuberLoss, KLDivLoss (wrappers of nn.functional, PyTorch's
 arguments; a class `weight` is a buffer, so it moves with .to() and appears in state_dict)."""
-import warnings
-
 from tinygrad_bn.nn import functional as F
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.ops.loss import _check_reduction
-
-
-def _legacy_reduction(size_average, reduce, reduction):
-    """PyTorch's deprecated size_average/reduce flags, mapped onto `reduction`."""
-    if size_average is None and reduce is None:
-        return reduction
-    warnings.warn("size_average and reduce args will be deprecated, please use reduction instead.",
-                  stacklevel=3)
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    return "none" if not reduce else ("mean" if size_average else "sum")
+from tinygrad_bn.ops.loss import _legacy as _legacy_reduction
 
 
 class _Loss(Module):
@@ -62,3 +51,68 @@ class MSELoss(_Loss):
 
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class BCELoss(_WeightedLoss):
+    """F.binary_cross_entropy: the cross-entropy of probabilities in [0, 1] against 0/1 targets."""
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """F.binary_cross_entropy_with_logits: sigmoid and BCE in one stable expression; pos_weight
+    (a buffer, broadcast along the last dim) weighs the positive targets."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, pos_weight=self.pos_weight,
+                                                  reduction=self.reduction)
+
+
+class L1Loss(_Loss):
+    """F.l1_loss: the mean (or sum) of absolute differences."""
+
+    def forward(self, input, target):
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """F.smooth_l1_loss: quadratic below beta, linear above."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    """F.huber_loss: quadratic below delta, delta-scaled linear above."""
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction=reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class KLDivLoss(_Loss):
+    """F.kl_div: the KL divergence of a target distribution from log-probabilities."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        Module.__init__(self)  # not _Loss.__init__: kl_div also has 'batchmean'
+        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        if self.reduction not in ("none", "batchmean", "mean", "sum"):
+            raise ValueError(f"KLDivLoss: {self.reduction!r} is not a valid value for reduction; "
+                             f"expected 'none', 'batchmean', 'mean' or 'sum'")
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)

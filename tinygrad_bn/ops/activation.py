@@ -1,4 +1,4 @@
-"""Activations: leaky_relu, softmax, log_softmax, gelu, silu, elu, hardtanh, relu6, prelu (relu,
+"""Activations: leaky_relu, softmax, log_softmax, gelu, silu, elu, hardtanh, relu6, prelu, softplus (relu,
 sigmoid and tanh live in elementwise.py).
 
 Each is one Function whose backward is written with Tensor ops, so that differentiating the
@@ -10,6 +10,7 @@ import warnings
 from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.ops._helpers import check_float, log_sum_exp_shifted, normalize_dims
+from tinygrad_bn.ops.elementwise import sigmoid, where
 from tinygrad_bn.tensor import Tensor
 
 
@@ -351,3 +352,32 @@ def prelu(input, weight):
                                f"parameter numbers = {n} and channel size = {channels} (input shape "
                                f"{list(input.shape)}; the channels are dim 1)")
     return Prelu.apply(input, weight)
+
+
+class Softplus(Function):
+    """y = log(1 + e^(beta x)) / beta, and y = x where beta x > threshold (PyTorch's switch to the
+    identity, where the two differ by less than e^-threshold).
+    dx = g sigmoid(beta x), and g where beta x > threshold.
+
+    Computed as max(z, 0) + log(1 + e^-|z|), z = beta x: e^-|z| <= 1, so nothing overflows, and
+    the derivative at z = 0 is exactly 1/2 (composing relu and abs would give 0 there)."""
+
+    def forward(self, x, beta, threshold):
+        xp = self.xp
+        self.save_for_backward(x=x)  # x, not beta x: backward must stay differentiable in x
+        z = x * beta
+        y = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
+        return xp.where(z > threshold, x, y).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        z = self.saved("x") * self.attrs["beta"]
+        return where(z > self.attrs["threshold"], g, g * sigmoid(z))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """torch.nn.functional.softplus: log(1 + exp(beta x)) / beta, linear above threshold."""
+    _check_floating(input, "softplus")
+    beta, threshold = _number(beta, "beta", "softplus"), _number(threshold, "threshold", "softplus")
+    if beta == 0:
+        raise ValueError("softplus: beta must be non-zero (the result is divided by beta), got 0")
+    return Softplus.apply(input, beta=beta, threshold=threshold)

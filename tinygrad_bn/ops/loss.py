@@ -1,5 +1,6 @@
 """Losses: nll_loss, cross_entropy (= nll_loss of log_softmax, plus label smoothing and
-class-probability targets), mse_loss. PyTorch's semantics: class dim 1, K-dim targets of shape
+class-probability targets), mse_loss, and the elementwise losses binary_cross_entropy,
+binary_cross_entropy_with_logits, l1_loss, smooth_l1_loss, huber_loss and kl_div. PyTorch's semantics: class dim 1, K-dim targets of shape
 (N, d1, ...), per-class `weight`, `ignore_index`, reduction 'none' | 'mean' | 'sum'.
 
 cross_entropy never exponentiates raw logits: log_softmax subtracts the row maximum first.
@@ -11,7 +12,8 @@ import numpy as np
 from tinygrad_bn import dtypes
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.ops._helpers import binary_operands, sum_to_shape
-from tinygrad_bn.ops.activation import log_softmax
+from tinygrad_bn.ops.activation import log_softmax, softplus
+from tinygrad_bn.ops.elementwise import where
 from tinygrad_bn.tensor import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -173,6 +175,186 @@ def mse_loss(input, target, reduction="mean"):
     a, b = binary_operands(input, target, "mse_loss")
     _check_float_input(a, "mse_loss")
     return MSELoss.apply(a, b, reduction=reduction)
+
+
+# ---- elementwise losses: a pointwise term, then the shared reduction ----------------------------
+def _reduce(terms, reduction):
+    """'none': the terms; 'sum': their sum; 'mean': their mean (NaN for no elements, as PyTorch)."""
+    if reduction == "none":
+        return terms
+    return terms.sum() if reduction == "sum" else terms.mean()
+
+
+def _same_shape_operands(input, target, name, must_match=False):
+    """(input, target) as Tensors of one float dtype; PyTorch warns (or, must_match, refuses) when
+    their shapes differ, since broadcasting them is almost always a mistake."""
+    _check_float_input(input, name)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name}: expected target to be a Tensor, got {type(target).__name__}")
+    if input.shape != target.shape:
+        if must_match:
+            raise ValueError(f"{name}: Using a target size ({list(target.shape)}) that is different to "
+                             f"the input size ({list(input.shape)}) is deprecated. Please ensure they "
+                             f"have the same size.")
+        warnings.warn(f"{name}: Using a target size ({list(target.shape)}) that is different to the "
+                      f"input size ({list(input.shape)}). This will likely lead to incorrect results due "
+                      f"to broadcasting. Please ensure they have the same size.", stacklevel=3)
+    return binary_operands(input, target, name)
+
+
+class BinaryCrossEntropy(Function):
+    """l = -[y log(x) + (1 - y) log(1 - x)], each log clamped at -100 (PyTorch's rule: a
+    prediction of exactly 0 or 1 gives a finite loss, not inf).
+
+    dx = g (x - y) / max(x (1 - x), 1e-12),   dy = g (log(1 - x) - log(x)) = -g logit(x);
+    both written with Tensor ops, so the second derivative comes from double backward."""
+
+    def forward(self, x, y):
+        xp = self.xp
+        self.save_for_backward(x=x, y=y)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, then clamped
+            log_x, log_1mx = xp.maximum(xp.log(x), -100), xp.maximum(xp.log1p(-x), -100)
+        return -(y * log_x + (1 - y) * log_1mx)
+
+    def backward(self, g):
+        x, y = self.saved("x", "y")
+        (sx, _), (sy, _) = self.input_meta
+        dx = g * (x - y) / (x * (1 - x)).clamp(min=1e-12) if self.needs_input_grad[0] else None
+        dy = g * ((1 - x).log() - x.log()) if self.needs_input_grad[1] else None
+        return (sum_to_shape(dx, sx) if dx is not None else None,
+                sum_to_shape(dy, sy) if dy is not None else None)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """torch.nn.functional.binary_cross_entropy: -w [y log x + (1 - y) log(1 - x)] for
+    probabilities x in [0, 1] (logs clamped at -100), reduced; weight broadcasts to the input."""
+    reduction = _legacy(size_average, reduce, reduction)
+    _check_reduction(reduction, "binary_cross_entropy")
+    x, y = _same_shape_operands(input, target, "binary_cross_entropy", must_match=True)
+    if x.numel() and bool(((x.data < 0) | (x.data > 1)).any()):  # one host sync, as PyTorch's check
+        raise RuntimeError(f"binary_cross_entropy: all elements of input should be between 0 and 1, "
+                           f"got values in [{float(x.data.min())}, {float(x.data.max())}] (input shape "
+                           f"{list(x.shape)}); for logits use binary_cross_entropy_with_logits")
+    terms = BinaryCrossEntropy.apply(x, y)
+    if weight is not None:
+        terms = terms * _broadcast_weight(weight, terms, "binary_cross_entropy", "weight")
+    return _reduce(terms, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """torch.nn.functional.binary_cross_entropy_with_logits, for logits x:
+        l = -w [p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]
+          = w [(1 - y) x + (1 + (p - 1) y) softplus(-x)]
+    (p the pos_weight, broadcast along the last dim), never exponentiating a large x: softplus
+    is computed stably. Composed of Tensor ops, so every derivative comes from the graph."""
+    reduction = _legacy(size_average, reduce, reduction)
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    _check_float_input(input, "binary_cross_entropy_with_logits")
+    if isinstance(target, Tensor) and input.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: Target size ({list(target.shape)}) must "
+                         f"be the same as input size ({list(input.shape)})")
+    x, y = _same_shape_operands(input, target, "binary_cross_entropy_with_logits")
+    log_weight = 1
+    if pos_weight is not None:
+        p = _broadcast_weight(pos_weight, x, "binary_cross_entropy_with_logits", "pos_weight")
+        log_weight = (p - 1) * y + 1
+    terms = (1 - y) * x + log_weight * softplus(-x, 1.0, float("inf"))
+    if weight is not None:
+        terms = terms * _broadcast_weight(weight, terms, "binary_cross_entropy_with_logits", "weight")
+    return _reduce(terms, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """torch.nn.functional.l1_loss: |x - y|, reduced. d/dx = sign(x - y) (0 where x = y)."""
+    reduction = _legacy(size_average, reduce, reduction)
+    _check_reduction(reduction, "l1_loss")
+    x, y = _same_shape_operands(input, target, "l1_loss")
+    return _reduce((x - y).abs(), reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """torch.nn.functional.smooth_l1_loss, with d = x - y:
+        l = d^2 / (2 beta)  where |d| < beta,   |d| - beta / 2  elsewhere   (beta = 0: l1_loss).
+    The two pieces meet with equal value and slope at |d| = beta."""
+    reduction = _legacy(size_average, reduce, reduction)
+    _check_reduction(reduction, "smooth_l1_loss")
+    beta = _nonnegative(beta, "beta", "smooth_l1_loss", allow_zero=True)
+    x, y = _same_shape_operands(input, target, "smooth_l1_loss")
+    d = x - y
+    if beta == 0:
+        return _reduce(d.abs(), reduction)
+    return _reduce(where(d.abs() < beta, 0.5 * d * d / beta, d.abs() - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """torch.nn.functional.huber_loss, with d = x - y:
+        l = d^2 / 2  where |d| < delta,   delta (|d| - delta / 2)  elsewhere
+    (= delta * smooth_l1_loss with beta = delta)."""
+    _check_reduction(reduction, "huber_loss")
+    delta = _nonnegative(delta, "delta", "huber_loss", allow_zero=False)
+    x, y = _same_shape_operands(input, target, "huber_loss")
+    d = x - y
+    return _reduce(where(d.abs() < delta, 0.5 * d * d, delta * (d.abs() - 0.5 * delta)), reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """torch.nn.functional.kl_div, input = log q (log-probabilities), target = p:
+        l = p (log p - log q), with p log p = 0 where p = 0   (log_target: l = e^t (t - log q)).
+    'batchmean' divides the sum by the batch size input.shape[0] (the KL divergence per sample);
+    'mean' divides by the number of elements, as PyTorch does (and warns about)."""
+    reduction = _legacy(size_average, reduce, reduction)
+    if reduction not in REDUCTIONS + ("batchmean",):
+        raise ValueError(f"kl_div: {reduction!r} is not a valid value for reduction; expected 'none', "
+                         f"'batchmean', 'mean' or 'sum'")
+    if not isinstance(log_target, bool):
+        raise TypeError(f"kl_div: log_target must be a bool, got {type(log_target).__name__}")
+    x, y = _same_shape_operands(input, target, "kl_div")
+    if log_target:
+        terms = y.exp() * (y - x)
+    else:
+        positive = y > 0
+        terms = where(positive, y * where(positive, y, 1).log(), 0) - y * x
+    if reduction == "mean":
+        warnings.warn("kl_div: reduction: 'mean' divides the total loss by both the batch size and the "
+                      "support size. 'batchmean' divides only by the batch size, and aligns with the KL "
+                      "div math definition.", stacklevel=2)
+    if reduction == "batchmean":
+        return terms.sum() / (x.shape[0] if x.ndim else 1)
+    return _reduce(terms, reduction)
+
+
+def _legacy(size_average, reduce, reduction):
+    """PyTorch's deprecated size_average / reduce flags, mapped onto `reduction`."""
+    if size_average is None and reduce is None:
+        return reduction
+    warnings.warn("size_average and reduce args will be deprecated, please use reduction instead.",
+                  stacklevel=3)
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return "none" if not reduce else ("mean" if size_average else "sum")
+
+
+def _broadcast_weight(weight, like, name, what):
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor or None, got {type(weight).__name__}")
+    try:
+        np.broadcast_shapes(tuple(weight.shape), tuple(like.shape))
+    except ValueError:
+        raise RuntimeError(f"{name}: {what} of shape {list(weight.shape)} cannot be broadcast to the "
+                           f"input's shape {list(like.shape)}") from None
+    if weight.device != like.device:
+        raise RuntimeError(f"{name}: {what} is on {weight.device} but input is on {like.device}")
+    return weight
+
+
+def _nonnegative(value, what, name, allow_zero):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: {what} must be a number, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise RuntimeError(f"{name} does not support {'negative' if allow_zero else 'non-positive'} "
+                           f"values for {what}, got {what}={value}")
+    return float(value)
 
 
 # ---- argument checks: raised where the mistake is made, naming the op and the shapes ----------
