@@ -66,3 +66,7 @@ from tinygrad_bn.nn.sparse import Embedding  # noqa: E402
 
 __all__ += ["GELU", "SiLU", "ELU", "ReLU6", "Hardtanh", "PReLU", "Embedding"]
 __all__ += ["BCELoss", "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
+
+from tinygrad_bn.nn.layers import Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: E402
+
+__all__ += ["Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]

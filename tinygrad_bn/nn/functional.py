@@ -100,6 +100,30 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return conv(input, weight, bias, stride, padding, dilation, groups)
 
 
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv3d; padding may also be 'valid' or 'same'."""
+    from tinygrad_bn.ops.conv import conv3d as conv
+    return conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch.nn.functional.conv_transpose1d: weight (C_in, C_out/groups, K)."""
+    from tinygrad_bn.ops.conv import conv_transpose1d as conv
+    return conv(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch.nn.functional.conv_transpose2d: weight (C_in, C_out/groups, kH, kW)."""
+    from tinygrad_bn.ops.conv import conv_transpose2d as conv
+    return conv(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch.nn.functional.conv_transpose3d: weight (C_in, C_out/groups, kD, kH, kW)."""
+    from tinygrad_bn.ops.conv import conv_transpose3d as conv
+    return conv(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """torch.nn.functional.max_pool2d; with return_indices, also each maximum's flat position."""
@@ -134,3 +158,4 @@ from tinygrad_bn.norms.layernorm import layer_norm  # noqa: E402,F401
 from tinygrad_bn.norms.rmsnorm import rms_norm  # noqa: E402,F401
 __all__ += ["binary_cross_entropy", "binary_cross_entropy_with_logits", "l1_loss", "smooth_l1_loss",
             "huber_loss", "kl_div", "softplus"]
+__all__ += ["conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]

@@ -1,4 +1,4 @@
-"""Layers as Modules: Linear, Conv1d/Conv2d, pooling, activations, dropout, Flatten, Identity.
+"""Layers as Modules: Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, pooling, activations, dropout, Flatten, Identity.
 
 Each keeps its hyperparameters and parameters and calls its function in nn.functional; names,
 arguments, defaults, parameter shapes and initialisation are PyTorch's, so torch weights load
@@ -67,10 +67,13 @@ class Linear(Module):
 
 # ---- convolution ----------------------------------------------------------------------------
 class _ConvNd(Module):
-    """Shared by Conv1d and Conv2d: weight (out, in/groups, *kernel), bias (out,)."""
+    """Shared by Conv1d/2d/3d: weight (out, in/groups, *kernel), bias (out,); and by the
+    transposed ones, whose weight is (in, out/groups, *kernel) (the weight of the convolution
+    they are the gradient of)."""
 
     _spatial = None      # number of spatial dims, set by the subclass
-    _functional = None   # F.conv1d / F.conv2d, set by the subclass
+    _functional = None   # F.conv1d / F.conv2d / ..., set by the subclass
+    _transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
@@ -100,7 +103,10 @@ class _ConvNd(Module):
             self.padding = _ntuple(padding, n, "padding", name)
         self.output_padding = (0,) * n
         self.padding_mode = padding_mode
-        shape = (out_channels, in_channels // groups) + self.kernel_size
+        if self._transposed:
+            shape = (in_channels, out_channels // groups) + self.kernel_size
+        else:
+            shape = (out_channels, in_channels // groups) + self.kernel_size
         self.weight = Parameter(creation.empty(*shape, device=device, dtype=dtype))
         if bias:
             self.bias = Parameter(creation.empty(out_channels, device=device, dtype=dtype))
@@ -113,12 +119,15 @@ class _ConvNd(Module):
         if self.bias is not None:
             _fan_in_bias_init(self.bias, self.weight)
 
-    def forward(self, input):
+    def _check_input(self, input):
         n = self._spatial
         if input.ndim not in (n + 1, n + 2) or input.shape[-n - 1] != self.in_channels:
-            layout = "H, W" if n == 2 else "L"
+            layout = {1: "L", 2: "H, W", 3: "D, H, W"}[n]
             raise RuntimeError(f"{self!r}: expected input of shape (N, {self.in_channels}, {layout}) "
                                f"or ({self.in_channels}, {layout}), got {list(input.shape)}")
+
+    def forward(self, input):
+        self._check_input(input)
         padding = self.padding
         if self.padding_mode != "zeros":  # PyTorch: pad in that mode first, then a convolution without padding
             input = pad(input, self._reversed_padding_repeated_twice(), self.padding_mode)
@@ -145,6 +154,8 @@ class _ConvNd(Module):
             s += f", padding={self.padding}"
         if self.dilation != (1,) * len(self.dilation):
             s += f", dilation={self.dilation}"
+        if self.output_padding != (0,) * len(self.output_padding):
+            s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:
@@ -167,6 +178,82 @@ class Conv1d(_ConvNd):
 
     _spatial = 1
     _functional = staticmethod(F.conv1d)
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over (N, C_in, D, H, W); weight (C_out, C_in/groups, kD, kH, kW)."""
+
+    _spatial = 3
+    _functional = staticmethod(F.conv3d)
+
+
+class _ConvTransposeNd(_ConvNd):
+    """The gradient of a convolution with respect to its input, as a layer: output size
+    (L - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1 per spatial dim.
+    forward(input, output_size) picks the output_padding that gives that size, as PyTorch does."""
+
+    _transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups=1, bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
+        name = type(self).__name__
+        if padding_mode != "zeros":
+            raise ValueError(f'{name}: Only "zeros" padding mode is supported, got padding_mode={padding_mode!r}')
+        if isinstance(padding, str):
+            raise ValueError(f"{name}: padding must be an int or a tuple of ints, got {padding!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self.output_padding = _ntuple(output_padding, self._spatial, "output_padding", name)
+        if any(op < 0 or (op >= s and op >= d)
+               for op, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ValueError(f"{name}: output padding must be non-negative and smaller than either stride "
+                             f"or dilation, got output_padding={self.output_padding}, stride={self.stride}, "
+                             f"dilation={self.dilation}")
+
+    def _output_padding(self, input, output_size):
+        """output_padding for a requested output_size (the last n entries count), checked."""
+        if output_size is None:
+            return self.output_padding
+        n = self._spatial
+        requested = tuple(int(v) for v in output_size)
+        if len(requested) not in (n, n + 2):
+            raise ValueError(f"{self!r}: output_size must have {n} or {n + 2} elements, got "
+                             f"{list(output_size)}")
+        requested = requested[-n:]  # (N, C, *size): the batch and channel entries do not count
+        low = [(size - 1) * s - 2 * p + d * (k - 1) + 1 for size, s, p, d, k in
+               zip(input.shape[-n:], self.stride, self.padding, self.dilation, self.kernel_size)]
+        high = [m + s - 1 for m, s in zip(low, self.stride)]
+        if any(not lo <= r <= hi for r, lo, hi in zip(requested, low, high)):
+            raise ValueError(f"{self!r}: requested an output size of {list(requested)}, but valid sizes "
+                             f"range from {low} to {high} (for an input of {list(input.shape[-n:])})")
+        return tuple(r - lo for r, lo in zip(requested, low))
+
+    def forward(self, input, output_size=None):
+        self._check_input(input)
+        output_padding = self._output_padding(input, output_size)
+        return type(self)._functional(input, self.weight, self.bias, self.stride, self.padding,
+                                      output_padding, self.groups, self.dilation)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Transposed 1-D convolution over (N, C_in, L); weight (C_in, C_out/groups, k)."""
+
+    _spatial = 1
+    _functional = staticmethod(F.conv_transpose1d)
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Transposed 2-D convolution over (N, C_in, H, W); weight (C_in, C_out/groups, kH, kW)."""
+
+    _spatial = 2
+    _functional = staticmethod(F.conv_transpose2d)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """Transposed 3-D convolution over (N, C_in, D, H, W); weight (C_in, C_out/groups, kD, kH, kW)."""
+
+    _spatial = 3
+    _functional = staticmethod(F.conv_transpose3d)
 
 
 # ---- pooling --------------------------------------------------------------------------------

@@ -510,3 +510,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     + output_padding + 1."""
     return _conv_transpose("conv_transpose2d", 2, input, weight, bias, stride, padding,
                            output_padding, groups, dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """torch.nn.functional.conv_transpose3d: input (N, C_in, D, H, W) or unbatched, weight
+    (C_in, C_out/groups, kD, kH, kW)."""
+    return _conv_transpose("conv_transpose3d", 3, input, weight, bias, stride, padding,
+                           output_padding, groups, dilation)
