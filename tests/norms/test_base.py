@@ -17,12 +17,12 @@ NAN_2D[0, 0] = np.nan
 # (layer, a good input, [(bad input, error type, message fragment)])
 CASES = [
     (lambda: BatchNorm2d(3), (4, 3, 2, 2), [((1, 3, 1, 1), ValueError, "more than 1 value per channel"),
-                                            ((4, 5, 2, 2), RuntimeError, "should contain 5 elements"),
+                                            ((4, 5, 2, 2), RuntimeError, "expected input with 3 channels"),
                                             ((4, 3), ValueError, "expected 4D input")]),
     (lambda: BatchNorm1d(3, momentum=None), (4, 3), [((1, 3), ValueError, "more than 1 value per channel"),
-                                                     ((4, 2), RuntimeError, "should contain 2 elements")]),
+                                                     ((4, 2), RuntimeError, "expected input with 3 channels")]),
     (lambda: SyncBatchNorm(3), (4, 3, 2), [((1, 3), ValueError, "more than 1 value per channel"),
-                                           ((4, 2, 2), RuntimeError, "should contain 2 elements")]),
+                                           ((4, 2, 2), RuntimeError, "expected input with 3 channels")]),
     (lambda: GhostBatchNorm2d(3, virtual_batch_size=2), (4, 3, 2, 2),
      [((4, 5, 2, 2), RuntimeError, "should contain 5 elements")]),
     (lambda: GhostBatchNorm1d(3, virtual_batch_size=2), (4, 3), [((4, 2), RuntimeError, "should contain 2")]),

@@ -48,9 +48,9 @@ def test_eval_eps_must_be_non_negative():
 
 
 @pytest.mark.parametrize("layer,message", [
-    (lambda: nn.BatchNorm1d(3), r"^BatchNorm1d: running_mean should contain 4 elements not 3 \(expected an "
-                                r"input with 3 channels in dim 1, got input of shape \(5, 4\)\)$"),
-    (lambda: nn.BatchNorm1d(3, track_running_stats=False), "^BatchNorm1d: weight should contain 4 elements not 3"),
+    (lambda: nn.BatchNorm1d(3), r"^BatchNorm1d\(3\): expected input with 3 channels \(dim 1\), got input of "
+                                r"shape \[5, 4\]$"),
+    (lambda: nn.BatchNorm1d(3, track_running_stats=False), r"^BatchNorm1d\(3\): expected input with 3 channels"),
 ])
 def test_channel_mismatch_errors(layer, message):
     with pytest.raises(RuntimeError, match=message):

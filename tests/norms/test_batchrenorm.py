@@ -282,9 +282,9 @@ def test_errors():
     layer = BatchRenorm1d(C, rmax=lambda step: 0.9)
     with pytest.raises(ValueError, match="BatchRenorm1d at step 0: rmax must be a number >= 1, got 0.9"):
         layer(tg.tensor(np.ones((4, C), np.float32)))
-    with pytest.raises(ValueError, match=r"^expected 4D input \(got 2D input\)$"):
+    with pytest.raises(ValueError, match=r"^BatchRenorm2d\(3\): expected 4D input \(got 2D input\); input of shape \[4, 3\]$"):
         BatchRenorm2d(C)(tg.tensor(np.ones((4, C), np.float32)))
-    with pytest.raises(ValueError, match=r"^expected 2D or 3D input \(got 4D input\)$"):
+    with pytest.raises(ValueError, match=r"^BatchRenorm1d\(3\): expected 2D or 3D input \(got 4D input\)"):
         BatchRenorm1d(C)(tg.tensor(np.ones((4, C, 1, 1), np.float32)))
     with pytest.raises(ValueError, match=r"Expected more than 1 value per channel when training, "
                                          r"got input size \(1, 3, 1\)"):

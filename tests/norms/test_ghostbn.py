@@ -160,8 +160,8 @@ def test_blocks_group_equal_ghost_batches():
 
 def test_a_one_value_remainder_raises_only_with_remainder_separate():
     x = tg.tensor(np.random.default_rng(0).standard_normal((9, C)))
-    with pytest.raises(ValueError, match=r"^Expected more than 1 value per channel when training, "
-                                         r"got input size \(1, 3\)$"):
+    with pytest.raises(ValueError, match=r"^GhostBatchNorm1d: Expected more than 1 value per channel when "
+                                         r"training, got input size \(1, 3\)$"):
         GhostBatchNorm1d(C, virtual_batch_size=4, remainder="separate")(x)
     for remainder in ("auto", "merge"):
         layer = GhostBatchNorm1d(C, virtual_batch_size=4, remainder=remainder)
@@ -282,11 +282,11 @@ def test_construction_and_input_errors():
         GhostBatchNorm2d(C, virtual_batch_size=True)
     with pytest.raises(ValueError, match="remainder must be one of 'auto', 'separate', 'merge', got 'drop'"):
         GhostBatchNorm1d(C, remainder="drop")
-    with pytest.raises(ValueError, match=r"^expected 4D input \(got 3D input\)$"):
+    with pytest.raises(ValueError, match=r"^GhostBatchNorm2d\(3\): expected 4D input \(got 3D input\); input of shape \[2, 3, 2\]$"):
         GhostBatchNorm2d(C)(tg.tensor(np.ones((2, C, 2), np.float32)))
-    with pytest.raises(ValueError, match=r"^expected 2D or 3D input \(got 4D input\)$"):
+    with pytest.raises(ValueError, match=r"^GhostBatchNorm1d\(3\): expected 2D or 3D input \(got 4D input\)"):
         GhostBatchNorm1d(C)(tg.tensor(np.ones((2, C, 2, 2), np.float32)))
-    with pytest.raises(RuntimeError, match="running_mean should contain 3 elements not 4"):
+    with pytest.raises(RuntimeError, match=r"GhostBatchNorm1d: running_mean should contain 3 elements not 4 \(expected an input with 4 channels in dim 1, got input of shape \(2, 3\)\)"):
         GhostBatchNorm1d(4)(tg.tensor(np.ones((2, C), np.float32)))
     with pytest.raises(ValueError, match="batch_norm eps must be positive during training, but got 0"):
         GhostBatchNorm1d(C, eps=0)(tg.tensor(np.ones((2, C), np.float32)))

@@ -107,10 +107,14 @@ def test_input_errors_are_pytorchs():
     with pytest.raises(RuntimeError, match=r"^Expected at least 2 dimensions for input tensor but "
                                            r"received 1$"):
         GroupNorm(2, 6)(tg.randn(6))
+    # the layer names itself first (issue 15); F.group_norm keeps PyTorch's message
+    with pytest.raises(RuntimeError, match=r"^GroupNorm\(2, 6\): expected input with 6 channels \(dim 1\), got "
+                                           r"input of shape \[3, 8, 4\]$"):
+        GroupNorm(2, 6)(tg.randn(3, 8, 4))
     with pytest.raises(RuntimeError, match=r"^Expected weight to be a vector of size equal to the number of "
                                            r"channels in input, but got weight of shape \[6\] and input of "
                                            r"shape \[3, 8, 4\]$"):
-        GroupNorm(2, 6)(tg.randn(3, 8, 4))
+        group_norm(tg.randn(3, 8, 4), 2, tg.ones(6))
     with pytest.raises(RuntimeError, match=r"^Expected number of channels in input to be divisible by "
                                            r"num_groups, but got input of shape \[3, 5, 4\] and "
                                            r"num_groups=2$"):

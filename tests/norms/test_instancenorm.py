@@ -209,9 +209,9 @@ def test_3d_input_to_instancenorm2d_is_unbatched():
 
 # ---- errors and warnings --------------------------------------------------------------------
 def test_wrong_number_of_dimensions():
-    with pytest.raises(ValueError, match=r"^expected 2D or 3D input \(got 4D input\)$"):
+    with pytest.raises(ValueError, match=r"^InstanceNorm1d\(3\): expected 2D or 3D input \(got 4D input\); input of shape \[2, 3, 4, 4\]$"):
         InstanceNorm1d(3)(tg.randn(2, 3, 4, 4))
-    with pytest.raises(ValueError, match=r"^expected 3D or 4D input \(got 2D input\)$"):
+    with pytest.raises(ValueError, match=r"^InstanceNorm2d\(3\): expected 3D or 4D input \(got 2D input\)"):
         InstanceNorm2d(3)(tg.randn(2, 3))
 
 
@@ -228,11 +228,11 @@ def test_one_spatial_element_with_instance_statistics(make, shape, printed):
 
 
 def test_channel_mismatch_with_affine_is_an_error():
-    with pytest.raises(ValueError, match=r"^expected input's size at dim=1 to match num_features \(3\), but "
-                                         r"got: 5\.$"):
+    with pytest.raises(ValueError, match=r"^InstanceNorm1d\(3\): expected input's size at dim=1 to match "
+                                         r"num_features \(3\), but got: 5\. Input of shape \[2, 5, 4\]\.$"):
         InstanceNorm1d(3, affine=True)(tg.randn(2, 5, 4))
-    with pytest.raises(ValueError, match=r"^expected input's size at dim=0 to match num_features \(3\), but "
-                                         r"got: 5\.$"):
+    with pytest.raises(ValueError, match=r"^InstanceNorm2d\(3\): expected input's size at dim=0 to match "
+                                         r"num_features \(3\), but got: 5\. Input of shape \[5, 4, 4\]\.$"):
         InstanceNorm2d(3, affine=True)(tg.randn(5, 4, 4))
 
 
@@ -246,9 +246,10 @@ def test_channel_mismatch_without_affine_only_warns_and_runs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         InstanceNorm1d(5)(tg.tensor(x))  # matching channels: no warning
-    # with running statistics the buffers' size is then checked, in PyTorch's words
+    # with running statistics the buffers' size is then wrong: an error naming the layer
     with pytest.warns(UserWarning), pytest.raises(RuntimeError,
-                                                  match=r"^running_mean should contain 10 elements not 6"):
+                                                  match=r"^InstanceNorm1d\(3\): expected input with 3 channels "
+                                                        r"\(dim 1\), got input of shape \[2, 5, 4\]$"):
         InstanceNorm1d(3, track_running_stats=True)(tg.tensor(x))
 
 

@@ -24,13 +24,13 @@ __all__ = ["Module", "Parameter", "functional", "init",
 # ---- normalizers ----------------------------------------------------------------------------
 # The normalizer modules (BatchNorm1d/2d, LayerNorm, GroupNorm, InstanceNorm2d, ...) live in
 # tinygrad_bn/norms/, one file each, and are re-exported here, e.g.
-#     from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
-#     __all__ += ["BatchNorm1d", "BatchNorm2d"]
+#     from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: E402
+#     __all__ += ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 # Keep these imports below everything above: a norms file imports tinygrad_bn.nn.module, which
 # is already loaded by then, so there is no import cycle.
-from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
+from tinygrad_bn.norms.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: E402
 
-__all__ += ["BatchNorm1d", "BatchNorm2d"]
+__all__ += ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 from tinygrad_bn.norms.batchrenorm import BatchRenorm1d, BatchRenorm2d  # noqa: E402
 from tinygrad_bn.norms.ghostbn import GhostBatchNorm1d, GhostBatchNorm2d  # noqa: E402
 from tinygrad_bn.norms.syncbn import SyncBatchNorm  # noqa: E402
@@ -47,11 +47,11 @@ from tinygrad_bn.nn import utils  # noqa: E402,F401
 
 __all__ += ["utils"]
 from tinygrad_bn.norms.groupnorm import GroupNorm  # noqa: E402
-from tinygrad_bn.norms.instancenorm import InstanceNorm1d, InstanceNorm2d  # noqa: E402
+from tinygrad_bn.norms.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
 from tinygrad_bn.norms.layernorm import LayerNorm  # noqa: E402
 from tinygrad_bn.norms.rmsnorm import RMSNorm  # noqa: E402
 
-__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
+__all__ += ["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
 
 from tinygrad_bn.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d,  # noqa: E402
                                     ConstantPad2d, ConstantPad3d, ReflectionPad1d, ReflectionPad2d,

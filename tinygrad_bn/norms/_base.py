@@ -136,14 +136,14 @@ def torch_size(shape):
     return str(tuple(int(n) for n in shape))
 
 
-def check_more_than_one_value(shape, channel_axis=1, what="per channel"):
+def check_more_than_one_value(shape, channel_axis=1, what="per channel", who="batch_norm"):
     """BatchNorm's check: batch statistics need more than one value per channel (M > 1)."""
     count = 1
     for i, n in enumerate(shape):
         if i != channel_axis:
             count *= n
     if count == 1:
-        raise ValueError(f"Expected more than 1 value {what} when training, got input size "
+        raise ValueError(f"{who}: Expected more than 1 value {what} when training, got input size "
                          f"{torch_size(shape)}")
 
 

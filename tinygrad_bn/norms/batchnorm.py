@@ -53,7 +53,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     group_shape, axes, param_shape = _geometry(shape)
     shown = {"momentum": momentum, "training": training, "param_group_shape": PARAMS_IN_GROUP_VIEW(channels)}
     if training:
-        check_more_than_one_value(shape)
+        check_more_than_one_value(shape, who=opname)
         if input.numel() == 0:  # nothing to normalize; the running statistics stay as they are
             return input * 1.0
         y, mean, var = normalize(input, weight, bias, group_shape=group_shape, axes=axes,
@@ -97,6 +97,19 @@ class _NormBase(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+
+    def _short_name(self):
+        """The layer as messages name it: BatchNorm2d(4)."""
+        return f"{type(self).__name__}({self.num_features})"
+
+    def _check_channels(self, input, channel_dim=1):
+        """A wrong channel count is the caller's mistake: name the layer, the count it expects and
+        the input's shape (before the kernel's own, more technical, message)."""
+        if self.weight is None and self.running_mean is None:
+            return  # nothing has num_features entries: PyTorch normalizes any channel count too
+        if input.ndim > channel_dim and input.shape[channel_dim] != self.num_features:
+            raise RuntimeError(f"{self._short_name()}: expected input with {self.num_features} channels "
+                               f"(dim {channel_dim}), got input of shape {list(input.shape)}")
 
     def reset_running_stats(self):
         if self.track_running_stats:
@@ -146,6 +159,7 @@ class _BatchNorm(_NormBase):
     @restores_count_on_error
     def forward(self, input):
         self._check_input_dim(input)
+        self._check_channels(input)
         use_batch_stats = not self.frozen_stats and (
             self.training or (self.running_mean is None and self.running_var is None))
         factor = 0.0 if self.momentum is None else self.momentum
@@ -167,7 +181,8 @@ class BatchNorm1d(_BatchNorm):
 
     def _check_input_dim(self, x):
         if x.ndim not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (got {x.ndim}D input)")
+            raise ValueError(f"{self._short_name()}: expected 2D or 3D input (got {x.ndim}D input); "
+                             f"input of shape {list(x.shape)}")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -175,7 +190,18 @@ class BatchNorm2d(_BatchNorm):
 
     def _check_input_dim(self, x):
         if x.ndim != 4:
-            raise ValueError(f"expected 4D input (got {x.ndim}D input)")
+            raise ValueError(f"{self._short_name()}: expected 4D input (got {x.ndim}D input); input of "
+                             f"shape {list(x.shape)}")
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch normalization over (N, C, D, H, W) inputs (volumes, video); statistics per channel,
+    over the batch and all three spatial dims."""
+
+    def _check_input_dim(self, x):
+        if x.ndim != 5:
+            raise ValueError(f"{self._short_name()}: expected 5D input (got {x.ndim}D input); input of "
+                             f"shape {list(x.shape)}")
 
 
 SPECS = [
@@ -183,6 +209,9 @@ SPECS = [
              make_for_conv=lambda c, hw: BatchNorm2d(c),
              torch_make=lambda torch, c: torch.nn.BatchNorm2d(c),
              description="batch statistics per channel; running averages in eval"),
+    NormSpec(name="BatchNorm3d", make=lambda c: BatchNorm3d(c), input_shape=lambda c: (2, c, 2, 2, 2),
+             torch_make=lambda torch, c: torch.nn.BatchNorm3d(c),
+             description="BatchNorm for (N, C, D, H, W): statistics over N, D, H, W"),
     NormSpec(name="BatchNorm1d", make=lambda c: BatchNorm1d(c), input_shape=lambda c: (5, c, 3),
              torch_make=lambda torch, c: torch.nn.BatchNorm1d(c),
              description="BatchNorm for (N, C) and (N, C, L)"),

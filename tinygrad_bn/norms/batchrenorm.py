@@ -199,7 +199,7 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, train
     opname = node_name.replace("Backward", "")
     check_batch_norm_args(opname, input, running_mean, running_var, weight, bias, True, eps)
     _check_limits(rmax, dmax, opname)
-    check_more_than_one_value(input.shape)
+    check_more_than_one_value(input.shape, who=opname)
     if input.numel() == 0:  # as BatchNorm: nothing to normalize, the statistics stay
         return (input * 1.0, None, None) if return_rd else input * 1.0
     params = [p for p in (weight, bias) if p is not None]

@@ -328,7 +328,7 @@ def decorrelated_batch_norm(input, running_mean=None, running_projection=None, w
                  has_bias=bias is not None)
     params = [p for p in (weight, bias) if p is not None]
     if training:
-        check_more_than_one_value(input.shape)
+        check_more_than_one_value(input.shape, who=name)
         y, mean, proj = DecorrelatedBatchNormFunction.apply(input, *params, **attrs)
         factor = 1.0 if momentum is None else momentum
         with no_grad():

@@ -233,7 +233,7 @@ def _ghost_forward(input, weight, bias, eps, virtual_batch_size, remainder, node
     rest = math.prod(shape[2:])
     sizes = ghost_batch_sizes(shape[0], virtual_batch_size, rest, remainder)
     for size in sizes:
-        check_more_than_one_value((size,) + tuple(shape[1:]))
+        check_more_than_one_value((size,) + tuple(shape[1:]), who=node_name.replace("Backward", ""))
     if input.numel() == 0:
         return input * 1.0, None, None, sizes
     params = [p for p in (weight, bias) if p is not None]

@@ -93,6 +93,9 @@ class GroupNorm(Module):
         reset_affine(self)
 
     def forward(self, input):
+        if self.affine and input.ndim >= 2 and input.shape[1] != self.num_channels:
+            raise RuntimeError(f"GroupNorm({self.num_groups}, {self.num_channels}): expected input with "
+                               f"{self.num_channels} channels (dim 1), got input of shape {list(input.shape)}")
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):

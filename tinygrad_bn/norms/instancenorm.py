@@ -110,8 +110,9 @@ class _InstanceNorm(_NormBase):
 
     def _check_input_dim(self, input):
         if input.ndim not in (self.no_batch_dim, self.no_batch_dim + 1):
-            raise ValueError(f"expected {self.no_batch_dim}D or {self.no_batch_dim + 1}D input "
-                             f"(got {input.ndim}D input)")
+            raise ValueError(f"{self._short_name()}: expected {self.no_batch_dim}D or "
+                             f"{self.no_batch_dim + 1}D input (got {input.ndim}D input); input of shape "
+                             f"{list(input.shape)}")
 
     def forward(self, input):
         self._check_input_dim(input)
@@ -119,11 +120,14 @@ class _InstanceNorm(_NormBase):
         channels = input.shape[feature_dim]
         if channels != self.num_features:
             if self.affine:
-                raise ValueError(f"expected input's size at dim={feature_dim} to match num_features "
-                                 f"({self.num_features}), but got: {channels}.")
+                raise ValueError(f"{self._short_name()}: expected input's size at dim={feature_dim} to "
+                                 f"match num_features ({self.num_features}), but got: {channels}. Input "
+                                 f"of shape {list(input.shape)}.")
             warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You can "
                           f"silence this warning by not passing in num_features, which is not used "
                           f"because affine=False", UserWarning, stacklevel=3)
+            if self.track_running_stats:  # then the buffers' size is wrong: say so, naming the layer
+                self._check_channels(input, feature_dim)
         return _instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                               self.training or not self.track_running_stats,
                               0.0 if self.momentum is None else self.momentum, self.eps,
@@ -164,6 +168,12 @@ class InstanceNorm2d(_InstanceNorm):
     no_batch_dim = 3
 
 
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalization of (N, C, D, H, W) inputs, or unbatched (C, D, H, W)."""
+
+    no_batch_dim = 4
+
+
 SPECS = [
     NormSpec(name="InstanceNorm2d", make=lambda c: InstanceNorm2d(c), input_shape=lambda c: (2, c, 2, 2),
              make_for_conv=lambda c, hw: InstanceNorm2d(c, affine=True),
@@ -174,6 +184,10 @@ SPECS = [
              input_shape=lambda c: (2, c, 2, 2),
              torch_make=lambda torch, c: torch.nn.InstanceNorm2d(c, affine=True, track_running_stats=True),
              description="affine, running averages of the instance statistics used in eval"),
+    NormSpec(name="InstanceNorm3d", make=lambda c: InstanceNorm3d(c, affine=True),
+             input_shape=lambda c: (2, c, 2, 2, 2),
+             torch_make=lambda torch, c: torch.nn.InstanceNorm3d(c, affine=True),
+             description="(N, C, D, H, W) input: statistics per (sample, channel) over D, H, W"),
     NormSpec(name="InstanceNorm1d", make=lambda c: InstanceNorm1d(c, affine=True, bias=False),
              input_shape=lambda c: (3, c, 2),
              torch_make=lambda torch, c: torch.nn.InstanceNorm1d(c, affine=True, bias=False),

@@ -54,7 +54,7 @@ class MeanOnlyBatchNorm2d(Module):
         if x.ndim != 4:
             raise ValueError(f"expected 4D input (got {x.ndim}D input)")
         if self.training:
-            check_more_than_one_value(x.shape)
+            check_more_than_one_value(x.shape, who=type(self).__name__)
         # the buffer goes in as a raw array attribute, not a Tensor input: it is updated in place
         # and must never enter the graph
         return MeanOnlyBatchNormFunction.apply(x, self.bias, running_mean=self.running_mean.data,
