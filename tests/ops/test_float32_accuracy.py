@@ -96,7 +96,7 @@ def ref_cross_entropy(x):
     return -np.take_along_axis(ref_log_softmax(x), targets_for(x)[:, None], 1)[:, 0]
 
 
-_erf = np.vectorize(math.erf)
+_erfc = np.vectorize(math.erfc)
 
 
 def bce_targets(n):
@@ -111,7 +111,9 @@ ROWS = [
     ("softplus", op("softplus"), lambda x: np.logaddexp(0, x), real_line),
     ("logsigmoid", op("logsigmoid"), lambda x: -np.logaddexp(0, -x), real_line),
     ("silu", op("silu"), lambda x: x * ref_sigmoid(x), real_line),
-    ("gelu", op("gelu"), lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))), real_line),
+    # the references use erfc and two softplus terms: the textbook forms 1 + erf(x / sqrt 2) and
+    # softplus(x) - y x cancel in float64 too (at x = -8 and x = 33), so they are not references there
+    ("gelu", op("gelu"), lambda x: 0.5 * x * _erfc(-x / math.sqrt(2)), real_line),
     ("softmax", lambda t: F.softmax(t, -1),
      lambda x: np.exp(ref_log_softmax(x)), logit_rows),
     ("log_softmax", lambda t: F.log_softmax(t, -1), ref_log_softmax, logit_rows),
@@ -121,7 +123,8 @@ ROWS = [
     ("binary_cross_entropy_with_logits",
      lambda t: op("binary_cross_entropy_with_logits")(t, tg.tensor(bce_targets(t.shape[0]), dtype=tg.float32),
                                                     reduction="none"),
-     lambda x: np.logaddexp(0, x) - bce_targets(x.shape[0]) * x, real_line),
+     lambda x: (1 - bce_targets(x.shape[0])) * np.logaddexp(0, x) + bce_targets(x.shape[0]) * np.logaddexp(0, -x),
+     real_line),
     ("binary_cross_entropy",
      lambda p: op("binary_cross_entropy")(p, tg.tensor(bce_targets(p.shape[0]), dtype=tg.float32),
                                           reduction="none"),

@@ -144,6 +144,19 @@ def _erf_array(xp, x):
     return (xp.sign(x) * y).astype(x.dtype)
 
 
+def _erfc_of_nonnegative(xp, a):
+    """erfc(a) = 1 - erf(a) for float64 a >= 0, to ~1e-13 relative, including where it is tiny.
+
+    Below 2, 1 - erf(a) (erfc(2) = 4.7e-3: nothing much cancels). From 2 on, the continued fraction
+    erfc(a) = e^(-a^2) / sqrt(pi) / (a + (1/2) / (a + 1 / (a + (3/2) / (a + 2 / ...)))),
+    evaluated from its 40th level back (measured against math.erfc on [2, 27]: 6e-14)."""
+    tail = a.copy()
+    for n in range(40, 0, -1):
+        tail = a + (n / 2) / xp.maximum(tail, 2.0)  # the clamp only touches a < 2, not used below
+    fraction = xp.exp(-a * a) / (math.sqrt(math.pi) * tail)
+    return xp.where(a < 2, 1 - _erf_array(xp, xp.minimum(a, 2.0)), fraction)
+
+
 class Erf(Function):
     """y = erf(x) = 2/sqrt(pi) int_0^x exp(-t^2) dt.   dx = g * 2/sqrt(pi) exp(-x^2)."""
 
@@ -164,7 +177,13 @@ class Gelu(Function):
 
     def forward(self, x):
         self.save_for_backward(x=x)
-        return x * (1 + _erf_array(self.xp, x * (1 / math.sqrt(2)))) * 0.5
+        # Phi(x) = erfc(-x / sqrt 2) / 2, in float64 and rounded once: 1 + erf(x / sqrt 2) would
+        # cancel to 0 for negative x (at x = -4 in float32, where Phi is 3e-5), and x (1 + erf)
+        # overflows float32 for x above half its maximum
+        xp = self.xp
+        x64 = x.astype(xp.float64)
+        tail = 0.5 * _erfc_of_nonnegative(xp, xp.abs(x64) * (1 / math.sqrt(2)))   # Phi(-|x|)
+        return (x64 * xp.where(x64 < 0, tail, 1 - tail)).astype(x.dtype)
 
     def backward(self, g):
         x = self.saved("x")

@@ -245,9 +245,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                                      reduction="mean", pos_weight=None):
     """torch.nn.functional.binary_cross_entropy_with_logits, for logits x:
         l = -w [p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]
-          = w [(1 - y) x + (1 + (p - 1) y) softplus(-x)]
-    (p the pos_weight, broadcast along the last dim), never exponentiating a large x: softplus
-    is computed stably. Composed of Tensor ops, so every derivative comes from the graph."""
+          = w [(1 - y) softplus(x) + p y softplus(-x)]
+    (p the pos_weight, broadcast along the last dim; -log sigmoid(x) = softplus(-x)). Both terms
+    are non-negative, so nothing cancels (PyTorch's form (1 - y) x + (1 + (p-1) y) softplus(-x)
+    subtracts two numbers near 87 to get 1e-38 at x = -87 in float32), and softplus never
+    exponentiates a large x. Composed of Tensor ops, so every derivative comes from the graph."""
     reduction = _legacy(size_average, reduce, reduction)
     _check_reduction(reduction, "binary_cross_entropy_with_logits")
     _check_float_input(input, "binary_cross_entropy_with_logits")
@@ -255,11 +257,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         raise ValueError(f"binary_cross_entropy_with_logits: Target size ({list(target.shape)}) must "
                          f"be the same as input size ({list(input.shape)})")
     x, y = _same_shape_operands(input, target, "binary_cross_entropy_with_logits")
-    log_weight = 1
+    positive = y
     if pos_weight is not None:
-        p = _broadcast_weight(pos_weight, x, "binary_cross_entropy_with_logits", "pos_weight")
-        log_weight = (p - 1) * y + 1
-    terms = (1 - y) * x + log_weight * softplus(-x, 1.0, float("inf"))
+        positive = _broadcast_weight(pos_weight, x, "binary_cross_entropy_with_logits", "pos_weight") * y
+    no_threshold = float("inf")  # the exact softplus: PyTorch's threshold is for its layer only
+    terms = (1 - y) * softplus(x, 1.0, no_threshold) + positive * softplus(-x, 1.0, no_threshold)
     if weight is not None:
         terms = terms * _broadcast_weight(weight, terms, "binary_cross_entropy_with_logits", "weight")
     return _reduce(terms, reduction)
