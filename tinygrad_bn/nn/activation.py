@@ -95,9 +95,12 @@ class PReLU(Module):
 
     def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
         super().__init__()
-        if not isinstance(num_parameters, int) or isinstance(num_parameters, bool) or num_parameters < 0:
-            raise ValueError(f"PReLU: num_parameters must be a non-negative int (1, or the number of "
-                             f"channels), got {num_parameters!r}")
+        if not isinstance(num_parameters, int) or isinstance(num_parameters, bool):
+            raise TypeError(f"PReLU: num_parameters must be an int (1, or the number of channels), got "
+                            f"{type(num_parameters).__name__} {num_parameters!r}")
+        if num_parameters < 0:
+            raise RuntimeError(f"PReLU: num_parameters must be non-negative (1, or the number of "
+                               f"channels), got {num_parameters}")
         self.num_parameters, self.init = num_parameters, init
         self.weight = Parameter(creation.empty(num_parameters, device=device, dtype=dtype))
         self.reset_parameters()

@@ -22,8 +22,10 @@ class Embedding(Module):
                  dtype=None):
         super().__init__()
         for what, n in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ValueError(f"Embedding: {what} must be a non-negative int, got {n!r}")
+            if not isinstance(n, int) or isinstance(n, bool):
+                raise TypeError(f"Embedding: {what} must be an int, got {type(n).__name__} {n!r}")
+            if n < 0:
+                raise RuntimeError(f"Embedding: {what} must be non-negative, got {n}")
         if sparse:
             raise NotImplementedError("Embedding: sparse=True (a sparse gradient) is not supported; "
                                       "sparse=False gives the same gradient as a dense tensor")

@@ -359,7 +359,9 @@ def prelu(input, weight):
     if input.dtype != weight.dtype:
         raise RuntimeError(f"prelu: Type promoting not supported. Got {input.dtype} (input) and "
                            f"{weight.dtype} (weight); expected the same floating-point dtype")
-    check_float(input, "prelu")
+    if not dtypes.is_floating(input.dtype):  # PyTorch: NotImplementedError for integer and bool
+        raise NotImplementedError(f"prelu: not implemented for dtype {input.dtype}; expected a "
+                                  f"floating-point input and weight")
     n = weight.numel()
     if n != 1:
         if input.ndim == 0:

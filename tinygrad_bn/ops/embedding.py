@@ -30,7 +30,7 @@ def one_hot(tensor, num_classes=-1):
         elif high >= num_classes:
             raise RuntimeError(f"one_hot: Class values must be smaller than num_classes, got value "
                                f"{high} with num_classes={num_classes}")
-    elif num_classes == -1:
+    elif num_classes <= 0:  # PyTorch: 0 or negative classes of an empty tensor cannot be inferred either
         raise RuntimeError(f"one_hot: Can not infer total number of classes from empty tensor (shape "
                            f"{list(tensor.shape)}); pass num_classes")
     if num_classes < 0:
