@@ -58,7 +58,8 @@ def test_prelu_module_defaults_and_state_dict():
 
 
 @pytest.mark.parametrize("make, exc, pattern", [
-    (lambda: nn.PReLU(-1), ValueError, r"PReLU: num_parameters must be a non-negative int"),
+    (lambda: nn.PReLU(-1), RuntimeError, r"PReLU: num_parameters must be non-negative"),
+    (lambda: nn.PReLU(1.5), TypeError, r"PReLU: num_parameters must be an int"),
     (lambda: nn.PReLU(3)(tg.ones(2, 4)), RuntimeError, r"prelu: Mismatch of parameter numbers and input channel size"),
     (lambda: nn.Hardtanh(1.0, -1.0), AssertionError, r"Hardtanh: max_val \(-1.0\) must be greater than min_val \(1.0\)"),
     (lambda: nn.GELU("erf")(tg.ones(2)), RuntimeError, r"gelu: approximate argument must be either none or tanh"),

@@ -47,8 +47,8 @@ def test_state_dict_round_trip():
 
 
 @pytest.mark.parametrize("make, exc, pattern", [
-    (lambda: nn.Embedding(-1, 3), ValueError, r"Embedding: num_embeddings must be a non-negative int, got -1"),
-    (lambda: nn.Embedding(4, 2.5), ValueError, r"Embedding: embedding_dim must be a non-negative int, got 2.5"),
+    (lambda: nn.Embedding(-1, 3), RuntimeError, r"Embedding: num_embeddings must be non-negative, got -1"),
+    (lambda: nn.Embedding(4, 2.5), TypeError, r"Embedding: embedding_dim must be an int, got float 2.5"),
     (lambda: nn.Embedding(4, 2, padding_idx=4), AssertionError, r"Embedding: Padding_idx must be within num_embeddings"),
     (lambda: nn.Embedding(4, 2, _weight=tg.ones(3, 2)), AssertionError, r"Embedding: Shape of weight does not match .* expected \[4, 2\], got \[3, 2\]"),
     (lambda: nn.Embedding(4, 2, sparse=True), NotImplementedError, r"Embedding: sparse=True"),

@@ -207,14 +207,19 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """torch.nn.functional.normalize: x / max(||x||_p, eps) along dim, composed from norm, clamp and
-    div (so its gradient, and the gradient of that, come from theirs)."""
+    div (so its gradient, and the gradient of that, come from theirs). A negative finite p, which
+    norm refuses, is (sum |x|^p)^(1/p) from abs, pow and sum, as PyTorch's vector_norm computes it."""
     _need_tensor(input, "normalize")
     if out is not None:
         raise NotImplementedError("normalize: out= is not supported; use the returned tensor")
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"normalize: expected a floating-point input, got dtype {input.dtype}")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or (p < 0 and p != float("-inf")):
-        raise RuntimeError(f"normalize: p must be a positive number, 0, inf or -inf, got {p!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"normalize(): argument 'p' must be a number, got {type(p).__name__}")
     normalize_dims(dim, input.ndim, "normalize")  # a bad dim is named as normalize's mistake
-    denominator = norm(input, p, dim, keepdim=True).clamp(min=eps)
+    if p < 0 and p != float("-inf"):
+        denominator = reduce.sum(input.abs() ** p, dim, keepdim=True) ** (1.0 / p)
+    else:
+        denominator = norm(input, p, dim, keepdim=True)
+    denominator = denominator.clamp(min=eps)
     return input / denominator
