@@ -20,6 +20,7 @@ ABOUT_THE_ORACLE = {"bench"}  # tinygrad_bn/bench/ compares against PyTorch and 
 CATALOGUES = ["tests.ops.test_errors", "tests.ops.test_conv", "tests.ops.test_pool",
               "tests.ops.test_pointwise", "tests.ops.test_indexing", "tests.ops.test_layout",
               "tests.ops.test_cumulative", "tests.ops.test_sorting", "tests.ops.test_linalg",
+              "tests.ops.test_activation", "tests.ops.test_embedding", "tests.nn.test_activation", "tests.nn.test_sparse",
               "tests.test_tensor_methods"]
 
 
