@@ -72,7 +72,7 @@ from tests.helpers import check_grads, check_torch  # noqa: E402
 from tinygrad_bn.ops.linalg import normalize  # noqa: E402
 
 
-@pytest.mark.parametrize("p, dim", [(2.0, 1), (1.0, 0), (3, -1), (INF, 1), (0.5, 2)])
+@pytest.mark.parametrize("p, dim", [(2.0, 1), (1.0, 0), (3, -1), (INF, 1), (0.5, 2), ("fro", 1), (None, 0)])
 def test_normalize_matches_torch(device, p, dim):
     check_torch(lambda x: normalize(x, p=p, dim=dim), lambda x: torch.nn.functional.normalize(x, p=p, dim=dim),
                 [(3, 4, 2)], device=device)
@@ -100,7 +100,8 @@ def test_normalize_gradcheck_and_double_backward(device):
 
 @pytest.mark.parametrize("fn, exc, pattern", [
     (lambda: normalize(tg.tensor([1, 2])), RuntimeError, r"normalize: expected a floating-point input, got dtype int64"),
-    (lambda: normalize(tg.ones(2, 3), p="fro"), TypeError, r"normalize\(\): argument 'p' must be a number, got str"),
+    (lambda: normalize(tg.ones(2, 3), p="nuc"), RuntimeError, r"normalize: p='nuc' is not supported; expected a number, 'fro' or None"),
+    (lambda: normalize(tg.ones(2, 3), p=[2]), TypeError, r"normalize\(\): argument 'p' must be a number, got list"),
     (lambda: normalize(tg.ones(2, 3), dim=2), IndexError, r"normalize: Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
     (lambda: normalize([1.0, 2.0]), TypeError, r"normalize"),
 ])

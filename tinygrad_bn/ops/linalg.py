@@ -214,6 +214,10 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
         raise NotImplementedError("normalize: out= is not supported; use the returned tensor")
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"normalize: expected a floating-point input, got dtype {input.dtype}")
+    if p is None or p == "fro":  # PyTorch passes p on to Tensor.norm, where both mean the 2-norm
+        p = 2.0
+    if isinstance(p, str):
+        raise RuntimeError(f"normalize: p={p!r} is not supported; expected a number, 'fro' or None")
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise TypeError(f"normalize(): argument 'p' must be a number, got {type(p).__name__}")
     normalize_dims(dim, input.ndim, "normalize")  # a bad dim is named as normalize's mistake
