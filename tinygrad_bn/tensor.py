@@ -695,6 +695,8 @@ def _keep_saved_self(node, self_array):
 
 
 def _wrap_dim(dim, ndim, opname):
+    if isinstance(dim, Tensor) and dim.ndim == 0 and dim.dtype.kind in "iu":
+        dim = dim.__index__()  # a 0-d integer Tensor is an index, as in PyTorch
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
         raise TypeError(f"{opname}: dim must be an int, got {type(dim).__name__}")
     n = max(ndim, 1)

@@ -40,14 +40,25 @@ def test_narrow_refuses_out_of_range(start, length, exc, pattern):
 
 
 @pytest.mark.parametrize("fn,pattern", [
-    (lambda: tg.sum(tg.ones(2, 3), tg.tensor(1)), r"sum: dim must be an int or a tuple of ints, got Tensor"),
-    (lambda: tg.ones(2, 3).mean(tg.tensor(0)), r"mean: dim must be an int"),
-    (lambda: tg.ones(2, 3).transpose(tg.tensor(0), 1), r"transpose: dim must be an int, got Tensor"),
-    (lambda: tg.ones(2, 3).var(tg.tensor(0)), r"var: dim must be an int"),
+    (lambda: tg.sum(tg.ones(2, 3), tg.tensor(1.)), r"sum: dim must be an int or a tuple of ints, got Tensor"),
+    (lambda: tg.ones(2, 3).mean(tg.tensor(0.)), r"mean: dim must be an int"),
+    (lambda: tg.ones(2, 3).transpose(tg.tensor(0.), 1), r"transpose: dim must be an int, got Tensor"),
+    (lambda: tg.ones(2, 3).var(tg.tensor([0])), r"var: dim must be an int"),
 ])
-def test_zero_d_tensor_as_dim_raises_type_error(fn, pattern):
+def test_non_integer_or_1d_tensor_as_dim_raises_type_error(fn, pattern):
+    """A float or 1-d Tensor is no dim (PyTorch: TypeError); it once read as "no dims"."""
     with pytest.raises(TypeError, match=pattern):
         fn()
+
+
+@needs_torch
+@pytest.mark.parametrize("call", [
+    lambda lib: lib.sum(lib.ones(2, 3), lib.tensor(1)), lambda lib: lib.ones(2, 3).mean(lib.tensor(0)),
+    lambda lib: lib.ones(2, 3).transpose(lib.tensor(0), 1), lambda lib: lib.ones(2, 3).var(lib.tensor(0)),
+    lambda lib: lib.ones(2, 3).sum((lib.tensor(0), 1)), lambda lib: lib.ones(2, 3).unsqueeze(lib.tensor(-1)),
+])
+def test_zero_d_integer_tensor_as_dim_is_an_index_as_in_torch(call):
+    assert_close(call(tg), call(torch))
 
 
 @needs_torch

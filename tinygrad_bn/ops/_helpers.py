@@ -87,16 +87,25 @@ def sum_to_shape(grad, shape):
     return out.reshape(shape) if tuple(out.shape) != shape else out
 
 
+def _index_of_0d(dim):
+    """A 0-d integer Tensor used as a dim reads as its int, as in PyTorch (Tensor.__index__); any
+    other Tensor stays as it is, to be refused with a TypeError (iterating it would read "no dims")."""
+    if isinstance(dim, Tensor) and dim.ndim == 0 and dim.dtype.kind in "iu":
+        return dim.__index__()
+    return dim
+
+
 def normalize_dims(dim, ndim, opname):
     """dim (None, int or sequence) -> a sorted tuple of non-negative axes, checked."""
     if dim is None:
         return tuple(range(ndim))
+    dim = _index_of_0d(dim)
     if not isinstance(dim, (int, np.integer, list, tuple)):  # a 0-d Tensor would iterate as "no dims"
         raise TypeError(f"{opname}: dim must be an int or a tuple of ints, got {type(dim).__name__}")
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
     n = max(ndim, 1)
     out = []
-    for d in dims:
+    for d in map(_index_of_0d, dims):
         if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
             raise TypeError(f"{opname}: dim must be an int or a tuple of ints, got {dim!r}")
         if not -n <= d < n:
