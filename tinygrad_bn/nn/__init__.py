@@ -59,3 +59,7 @@ from tinygrad_bn.nn.padding import (CircularPad1d, CircularPad2d, CircularPad3d,
 from tinygrad_bn.nn.padding import __all__ as _padding_all  # noqa: E402
 
 __all__ += _padding_all
+
+from tinygrad_bn.nn.layers import AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, Upsample  # noqa: E402
+
+__all__ += ["Upsample", "AdaptiveMaxPool2d", "AdaptiveMaxPool1d", "AdaptiveAvgPool1d"]

@@ -13,11 +13,14 @@ from tinygrad_bn.ops.elementwise import sigmoid, tanh  # noqa: F401
 from tinygrad_bn.ops.elementwise import relu as _relu
 from tinygrad_bn.ops.loss import cross_entropy, mse_loss, nll_loss  # noqa: F401
 from tinygrad_bn.ops.shape import pad  # noqa: F401
+from tinygrad_bn.ops.pool import adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d  # noqa: F401
+from tinygrad_bn.ops.upsample import interpolate  # noqa: F401
 from tinygrad_bn.tensor import Tensor
 
 __all__ = ["linear", "relu", "relu_", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
            "dropout", "dropout2d", "conv1d", "conv2d", "max_pool2d", "avg_pool2d",
-           "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "pad"]
+           "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "pad",
+           "interpolate", "adaptive_max_pool2d", "adaptive_max_pool1d", "adaptive_avg_pool1d"]
 
 
 # ---- linear ---------------------------------------------------------------------------------
