@@ -17,7 +17,7 @@ import tinygrad_bn
 TORCH = re.compile(r"\btorch\b", re.IGNORECASE)  # "torch", "torch.Size"; not "PyTorch"
 PACKAGE = pathlib.Path(tinygrad_bn.__file__).parent
 ABOUT_THE_ORACLE = {"bench"}  # tinygrad_bn/bench/ compares against PyTorch and says so
-CATALOGUES = ["tests.ops.test_errors", "tests.ops.test_conv", "tests.ops.test_pool",
+CATALOGUES = ["tests.ops.test_errors", "tests.ops.test_conv", "tests.ops.test_pool", "tests.ops.test_upsample",
               "tests.ops.test_pointwise", "tests.ops.test_indexing", "tests.ops.test_layout",
               "tests.ops.test_cumulative", "tests.ops.test_sorting", "tests.ops.test_linalg",
               "tests.ops.test_activation", "tests.ops.test_embedding", "tests.nn.test_activation", "tests.nn.test_sparse",

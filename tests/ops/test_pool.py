@@ -200,3 +200,63 @@ def test_avg_pool2d_divisor_override_errors():
         avg_pool2d(x, 2, divisor_override=2.5)
     with pytest.raises(TypeError, match="not bool"):
         avg_pool2d(x, 2, divisor_override=True)
+
+
+# ---- adaptive max pooling (and the 1-D adaptive forms) ------------------------------------------
+from tinygrad_bn.ops.pool import adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d  # noqa: E402
+
+
+@needs_torch
+@pytest.mark.parametrize("shape,output_size", [
+    ((2, 3, 8, 6), (4, 3)), ((2, 3, 8, 6), 1), ((2, 3, 7, 9), (3, 5)), ((2, 3, 5, 4), (7, 6)),
+    ((2, 3, 7, 9), (None, 4)), ((3, 7, 5), (2, 2)),
+])
+def test_adaptive_max_pool2d_matches_torch(device, shape, output_size):
+    check_torch(lambda x: adaptive_max_pool2d(x, output_size, return_indices=True),
+                lambda x: F.adaptive_max_pool2d(x, output_size, return_indices=True), [shape], device=device)
+
+
+@needs_torch
+def test_adaptive_max_pool2d_ties_and_nan_route_like_torch():
+    x = np.array([[[[0, 1, 1, 0, 2], [np.nan, 0, 0, 1, 2], [0, 1, np.nan, np.nan, 0], [1, 1, 1, 1, 1]]]])
+    y, idx = adaptive_max_pool2d(tg.tensor(x), (3, 2), return_indices=True)
+    y_ref, idx_ref = F.adaptive_max_pool2d(torch.tensor(x), (3, 2), return_indices=True)
+    np.testing.assert_array_equal(idx.numpy(), idx_ref.numpy())
+    np.testing.assert_array_equal(y.numpy(), y_ref.numpy())
+
+
+@needs_torch
+@pytest.mark.parametrize("shape,output_size", [((2, 3, 7), 3), ((3, 5), 7), ((2, 3, 9), (4,))])
+def test_adaptive_1d_pools_match_torch(device, shape, output_size):
+    check_torch(lambda x: adaptive_max_pool1d(x, output_size), lambda x: F.adaptive_max_pool1d(x, output_size),
+                [shape], device=device)
+    check_torch(lambda x: adaptive_avg_pool1d(x, output_size), lambda x: F.adaptive_avg_pool1d(x, output_size),
+                [shape], device=device)
+
+
+@pytest.mark.parametrize("fn,shape", [
+    (lambda x: adaptive_max_pool2d(x, (2, 3)), (1, 2, 5, 4)),
+    (lambda x: adaptive_max_pool2d(x, (3, None)), (2, 4, 3)),
+    (lambda x: adaptive_max_pool1d(x, 3), (1, 2, 7)),
+    (lambda x: adaptive_avg_pool1d(x, 3), (2, 5)),
+])
+def test_adaptive_pools_gradcheck_and_double_backward(device, fn, shape):
+    check_grads(fn, [shape], device=device)
+
+
+@pytest.mark.parametrize("call,exc,pattern", [
+    (lambda: adaptive_max_pool2d(tg.ones(2, 4), 2), RuntimeError,
+     r"adaptive_max_pool2d: expected a non-empty 3-D \(C, H, W\) or 4-D \(N, C, H, W\) input, but got input of size \[2, 4\]"),
+    (lambda: adaptive_max_pool2d(tg.ones(1, 2, 4, 4), (2, 2, 2)), RuntimeError,
+     r"adaptive_max_pool2d: output_size must be a non-negative int or a pair .* \(2, 2, 2\) \(input of size \[1, 2, 4, 4\]\)"),
+    (lambda: adaptive_max_pool2d(tg.ones(1, 2, 4, 4), -1), RuntimeError, r"adaptive_max_pool2d: output_size must be"),
+    (lambda: adaptive_max_pool2d(tg.ones(1, 2, 4, 4, dtype=tg.int64), 2), RuntimeError,
+     r"adaptive_max_pool2d: expected a floating-point input, got dtype int64"),
+    (lambda: adaptive_max_pool1d(tg.ones(4), 2), RuntimeError,
+     r"adaptive_max_pool1d: expected a non-empty 2-D \(C, L\) or 3-D \(N, C, L\) input, but got input of size \[4\]"),
+    (lambda: adaptive_max_pool1d(tg.ones(2, 4), (2, 2)), RuntimeError, r"adaptive_max_pool1d: output_size must be"),
+    (lambda: adaptive_avg_pool1d(tg.ones(1, 2, 4, 4), 2), RuntimeError, r"adaptive_avg_pool1d: expected a non-empty 2-D"),
+])
+def test_adaptive_max_pool_bad_input_gets_a_clear_error(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()

@@ -70,3 +70,7 @@ __all__ += ["BCELoss", "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss
 from tinygrad_bn.nn.layers import Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: E402
 
 __all__ += ["Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
+
+from tinygrad_bn.nn.layers import AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, Upsample  # noqa: E402
+
+__all__ += ["Upsample", "AdaptiveMaxPool2d", "AdaptiveMaxPool1d", "AdaptiveAvgPool1d"]

@@ -16,6 +16,8 @@ from tinygrad_bn.ops.loss import (binary_cross_entropy, binary_cross_entropy_wit
                                 huber_loss, kl_div, l1_loss, smooth_l1_loss)
 from tinygrad_bn.ops.activation import softplus  # noqa: F401
 from tinygrad_bn.ops.shape import pad  # noqa: F401
+from tinygrad_bn.ops.pool import adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d  # noqa: F401
+from tinygrad_bn.ops.upsample import interpolate  # noqa: F401
 from tinygrad_bn.tensor import Tensor
 from tinygrad_bn.ops.activation import elu, gelu, hardtanh, prelu, relu6, silu  # noqa: F401
 from tinygrad_bn.ops.embedding import embedding, one_hot  # noqa: F401
@@ -25,6 +27,7 @@ __all__ = ["linear", "relu", "relu_", "leaky_relu", "sigmoid", "tanh", "softmax"
            "dropout", "dropout2d", "conv1d", "conv2d", "max_pool2d", "avg_pool2d",
            "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "pad"]
 __all__ += ["gelu", "silu", "elu", "relu6", "hardtanh", "prelu", "one_hot", "normalize", "embedding"]
+__all__ += ["interpolate", "adaptive_max_pool2d", "adaptive_max_pool1d", "adaptive_avg_pool1d"]
 
 
 # ---- linear ---------------------------------------------------------------------------------

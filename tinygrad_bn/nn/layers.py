@@ -433,3 +433,71 @@ class Identity(Module):
 
     def forward(self, input):
         return input
+
+
+# ---- resampling and adaptive max pooling (ops/upsample.py, ops/pool.py) ----------------------
+class Upsample(Module):
+    """Resample to `size` or by `scale_factor` (F.interpolate): modes 'nearest', 'linear', 'bilinear'."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
+        super().__init__()
+        from tinygrad_bn.ops.upsample import MODES
+        if mode not in MODES:
+            raise NotImplementedError(f"Upsample: mode {mode!r} is not supported; supported modes are "
+                                      f"'nearest', 'linear' and 'bilinear'")
+        if (size is None) == (scale_factor is None):
+            raise ValueError(f"Upsample: exactly one of size or scale_factor should be defined, got "
+                             f"size={size!r} and scale_factor={scale_factor!r}")
+        self.name = type(self).__name__
+        self.size = size
+        if isinstance(scale_factor, tuple):
+            self.scale_factor = tuple(float(s) for s in scale_factor)
+        else:
+            self.scale_factor = float(scale_factor) if scale_factor else None
+        self.mode = mode
+        self.align_corners = align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+
+    def forward(self, input):
+        return F.interpolate(input, self.size, self.scale_factor, self.mode, self.align_corners,
+                             recompute_scale_factor=self.recompute_scale_factor)
+
+    def extra_repr(self):
+        info = f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None else f"size={self.size!r}"
+        return info + f", mode={self.mode!r}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max pooling to a fixed output_size (H_out, W_out), whatever the input size."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, input):
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
+    """Max pooling of (N, C, L) or (C, L) to a fixed length output_size."""
+
+    def forward(self, input):
+        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool1d(Module):
+    """Mean pooling of (N, C, L) or (C, L) to a fixed length output_size."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        return F.adaptive_avg_pool1d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

@@ -1,4 +1,5 @@
-"""Pooling with PyTorch's semantics: max_pool2d, avg_pool2d, adaptive_avg_pool2d.
+"""Pooling with PyTorch's semantics: max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d
+(and the 1-D adaptive forms).
 
 Inputs are (N, C, H, W) or unbatched (C, H, W): the two last axes are the spatial ones, whatever
 comes before them is carried along. Max and average pooling read the padded input through
@@ -13,9 +14,11 @@ Output size (PyTorch's pooling_output_shape), per spatial dim:
 Every backward is itself a Function whose backward is the forward map again (average pooling and
 "route to the argmax" are linear maps; their transposes are each other), so double backward works.
 """
+import math
+
 import numpy as np
 
-from tinygrad_bn import dtypes
+from tinygrad_bn import backend, dtypes
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.ops.conv import _int_tuple, kernel_taps, sliding_windows
 from tinygrad_bn.tensor import Tensor
@@ -314,3 +317,131 @@ def adaptive_avg_pool2d(input, output_size):
                            f"of non-negative ints (or None), but got {output_size!r}")
     sizes = tuple(n if s is None else int(s) for s, n in zip(sizes, input.shape[-2:]))
     return AdaptiveAvgPool2d.apply(input, output_size=sizes)
+
+
+# ---- adaptive max pooling ---------------------------------------------------------------------
+def _adaptive_taps(size, out):
+    """Per tap, the flat input index (prod(out),) each output reads, and whether that tap is inside
+    its window: windows [floor(i*n/q), ceil((i+1)*n/q)) per dim, visited row-major as PyTorch's
+    loop does; short windows repeat their last position (marked outside, so it never wins)."""
+    starts, lengths = [], []
+    for n, q in zip(size, out):
+        i = np.arange(q)
+        starts.append((i * n) // q)
+        lengths.append(-(-(i + 1) * n // q) - (i * n) // q)
+    taps = []
+    for offsets in np.ndindex(*[int(ln.max()) if len(ln) else 0 for ln in lengths]):
+        flat, inside = np.zeros(1, dtype=np.int64), np.ones(1, dtype=bool)
+        for n, st, ln, t in zip(size, starts, lengths, offsets):
+            flat = (flat[:, None] * n + st + np.minimum(t, ln - 1)).ravel()
+            inside = (inside[:, None] & (t < ln)).ravel()
+        taps.append((flat, inside))
+    return taps
+
+
+class AdaptiveMaxPool(Function):
+    """y[q] = max of x over window q (the bins of _adaptive_taps), over the last len(output_size)
+    dims; the winner is the first maximum or the last NaN (PyTorch's `val > max || isnan(val)`).
+    Backward routes g to the winners: dx = AdaptiveMaxPoolBackward(g, argmax)."""
+
+    node_name = "AdaptiveMaxPool2DBackward"
+
+    def forward(self, x, *, output_size, return_indices):
+        xp, k = self.xp, len(output_size)
+        lead = x.shape[:-k]
+        flat = x.reshape(lead + (-1,))
+        taps = _adaptive_taps(x.shape[-k:], output_size)
+        q = math.prod(output_size)
+        best = xp.full(lead + (q,), -np.inf, dtype=x.dtype)
+        argmax = xp.zeros(lead + (q,), dtype=np.int64) + (xp.asarray(taps[0][0]) if taps else 0)
+        for index, inside in taps:
+            value = xp.take(flat, xp.asarray(index), axis=-1)
+            wins = xp.asarray(inside) & ((value > best) | xp.isnan(value))
+            best = xp.where(wins, value, best)
+            argmax = xp.where(wins, xp.asarray(index), argmax)
+        argmax = argmax.reshape(lead + tuple(output_size))
+        self.save_for_backward(argmax=argmax)
+        best = best.reshape(lead + tuple(output_size))
+        if not return_indices:
+            return best
+        indices = argmax.copy()  # the flat position of the winner in its input plane, as PyTorch gives it
+        self.mark_non_differentiable(indices)
+        return best, indices
+
+    def backward(self, g, *_):
+        return AdaptiveMaxPoolBackward.apply(g, self.saved("argmax"), input_size=self.input_meta[0][0],
+                                             spatial_dims=len(self.attrs["output_size"]))
+
+
+class AdaptiveMaxPoolBackward(Function):
+    """dx = zeros; dx[argmax(q)] += g[q] per input plane (scatter to the winners, linear in g).
+    Backward: AdaptiveMaxPoolGather(gg, argmax), the transpose."""
+
+    def forward(self, g, argmax, *, input_size, spatial_dims):
+        xp = self.xp
+        planes = math.prod(input_size[:-spatial_dims])
+        dx = xp.zeros((planes, math.prod(input_size[-spatial_dims:])), dtype=g.dtype)
+        rows = xp.arange(planes).reshape(-1, 1)
+        backend.scatter_add(dx, (rows, argmax.reshape(planes, -1)), g.reshape(planes, -1))
+        self.save_for_backward(argmax=argmax)
+        return dx.reshape(input_size)
+
+    def backward(self, gg):
+        return AdaptiveMaxPoolGather.apply(gg, self.saved("argmax"), spatial_dims=self.attrs["spatial_dims"]), None
+
+
+class AdaptiveMaxPoolGather(Function):
+    """y[q] = x[argmax(q)] per input plane (read the winners). Backward: AdaptiveMaxPoolBackward."""
+
+    def forward(self, x, argmax, *, spatial_dims):
+        planes = math.prod(x.shape[:-spatial_dims])
+        self.save_for_backward(argmax=argmax)
+        y = self.xp.take_along_axis(x.reshape(planes, -1), argmax.reshape(planes, -1), axis=-1)
+        return y.reshape(argmax.shape)
+
+    def backward(self, gg):
+        return AdaptiveMaxPoolBackward.apply(gg, self.saved("argmax"), input_size=self.input_meta[0][0],
+                                             spatial_dims=self.attrs["spatial_dims"]), None
+
+
+def _adaptive_sizes(opname, input, output_size, k):
+    """output_size (an int, or k entries, None keeping the input's size) as a tuple of k ints >= 0."""
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * k
+    if len(sizes) != k or not all(s is None or (isinstance(s, (int, np.integer)) and
+                                                not isinstance(s, bool) and s >= 0) for s in sizes):
+        what = "a non-negative int" + (" or a pair of non-negative ints (or None)" if k == 2 else "")
+        raise RuntimeError(f"{opname}: output_size must be {what}, but got {output_size!r} "
+                           f"(input of size {list(input.shape)})")
+    return tuple(n if s is None else int(s) for s, n in zip(sizes, input.shape[-k:]))
+
+
+def _check_pool1d_input(opname, input):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{opname}: expected input to be a Tensor, got {type(input).__name__}")
+    if input.ndim not in (2, 3) or any(n == 0 for n in input.shape[-2:]):
+        raise RuntimeError(f"{opname}: expected a non-empty 2-D (C, L) or 3-D (N, C, L) input, but got "
+                           f"input of size {list(input.shape)}")
+    if not dtypes.is_floating(input.dtype):
+        raise RuntimeError(f"{opname}: expected a floating-point input, got dtype {input.dtype}")
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """torch.nn.functional.adaptive_max_pool2d: output_size an int, or a pair whose None entries
+    keep the input's size; with return_indices also each maximum's flat position h*W + w."""
+    _check_pool_input("adaptive_max_pool2d", input)
+    sizes = _adaptive_sizes("adaptive_max_pool2d", input, output_size, 2)
+    return AdaptiveMaxPool.apply(input, output_size=sizes, return_indices=bool(return_indices))
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """torch.nn.functional.adaptive_max_pool1d over the last dim of (N, C, L) or (C, L)."""
+    _check_pool1d_input("adaptive_max_pool1d", input)
+    sizes = _adaptive_sizes("adaptive_max_pool1d", input, output_size, 1)
+    return AdaptiveMaxPool.apply(input, output_size=sizes, return_indices=bool(return_indices))
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """torch.nn.functional.adaptive_avg_pool1d: adaptive_avg_pool2d of (..., 1, L) to (1, output_size)."""
+    _check_pool1d_input("adaptive_avg_pool1d", input)
+    (size,) = _adaptive_sizes("adaptive_avg_pool1d", input, output_size, 1)
+    return AdaptiveAvgPool2d.apply(input.unsqueeze(-2), output_size=(1, size)).squeeze(-2)
