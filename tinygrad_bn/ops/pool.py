@@ -236,12 +236,16 @@ class AdaptiveAvgPool2dBackward(Function):
 
 
 # ---- argument checks and the functional forms ---------------------------------------------------
-def _check_pool_input(opname, input):
+_LAYOUTS = {1: "2-D (C, L) or 3-D (N, C, L)", 2: "3-D (C, H, W) or 4-D (N, C, H, W)"}
+
+
+def _check_pool_input(opname, input, spatial=2):
+    """A float Tensor of (C, *S) or (N, C, *S) with `spatial` non-empty dims S (and C > 0)."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{opname}: expected input to be a Tensor, got {type(input).__name__}")
-    if input.ndim not in (3, 4) or any(n == 0 for n in input.shape[-3:]):
-        raise RuntimeError(f"{opname}: expected a non-empty 3-D (C, H, W) or 4-D (N, C, H, W) "
-                           f"input, but got input of size {list(input.shape)}")
+    if input.ndim not in (spatial + 1, spatial + 2) or any(n == 0 for n in input.shape[-spatial - 1:]):
+        raise RuntimeError(f"{opname}: expected a non-empty {_LAYOUTS[spatial]} input, but got input of "
+                           f"size {list(input.shape)}")
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"{opname}: expected a floating-point input, got dtype {input.dtype}")
 
@@ -416,13 +420,7 @@ def _adaptive_sizes(opname, input, output_size, k):
 
 
 def _check_pool1d_input(opname, input):
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{opname}: expected input to be a Tensor, got {type(input).__name__}")
-    if input.ndim not in (2, 3) or any(n == 0 for n in input.shape[-2:]):
-        raise RuntimeError(f"{opname}: expected a non-empty 2-D (C, L) or 3-D (N, C, L) input, but got "
-                           f"input of size {list(input.shape)}")
-    if not dtypes.is_floating(input.dtype):
-        raise RuntimeError(f"{opname}: expected a floating-point input, got dtype {input.dtype}")
+    _check_pool_input(opname, input, spatial=1)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
