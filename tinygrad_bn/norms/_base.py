@@ -136,6 +136,14 @@ def torch_size(shape):
     return str(tuple(int(n) for n in shape))
 
 
+def check_channel_count(layer, channels, input, channel_dim=1):
+    """A wrong channel count is the caller's mistake: name the layer (as `BatchNorm2d(4)`), the
+    count it expects and the input's shape, before any kernel's more technical message."""
+    if input.ndim > channel_dim and input.shape[channel_dim] != channels:
+        raise RuntimeError(f"{layer}: expected input with {channels} channels (dim {channel_dim}), got "
+                           f"input of shape {list(input.shape)}")
+
+
 def check_more_than_one_value(shape, channel_axis=1, what="per channel", who="batch_norm"):
     """BatchNorm's check: batch statistics need more than one value per channel (M > 1)."""
     count = 1

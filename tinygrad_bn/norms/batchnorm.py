@@ -25,8 +25,9 @@ from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.norms._base import restores_count_on_error
-from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_more_than_one_value,
-                                     register_affine, reset_affine, stats_as_constants,
+from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_channel_count,
+                                     check_more_than_one_value, register_affine, reset_affine,
+                                     stats_as_constants,
                                      update_running_stats)
 from tinygrad_bn.norms._meanvar import normalize
 from tinygrad_bn.tensor import Tensor
@@ -103,13 +104,9 @@ class _NormBase(Module):
         return f"{type(self).__name__}({self.num_features})"
 
     def _check_channels(self, input, channel_dim=1):
-        """A wrong channel count is the caller's mistake: name the layer, the count it expects and
-        the input's shape (before the kernel's own, more technical, message)."""
         if self.weight is None and self.running_mean is None:
             return  # nothing has num_features entries: PyTorch normalizes any channel count too
-        if input.ndim > channel_dim and input.shape[channel_dim] != self.num_features:
-            raise RuntimeError(f"{self._short_name()}: expected input with {self.num_features} channels "
-                               f"(dim {channel_dim}), got input of shape {list(input.shape)}")
+        check_channel_count(self._short_name(), self.num_features, input, channel_dim)
 
     def reset_running_stats(self):
         if self.track_running_stats:

@@ -25,7 +25,7 @@ import numbers
 
 from tinygrad_bn import dtypes
 from tinygrad_bn.nn.module import Module
-from tinygrad_bn.norms._base import NormSpec, register_affine, reset_affine
+from tinygrad_bn.norms._base import NormSpec, check_channel_count, register_affine, reset_affine
 from tinygrad_bn.norms._meanvar import normalize
 from tinygrad_bn.norms.layernorm import shape_list
 
@@ -93,9 +93,8 @@ class GroupNorm(Module):
         reset_affine(self)
 
     def forward(self, input):
-        if self.affine and input.ndim >= 2 and input.shape[1] != self.num_channels:
-            raise RuntimeError(f"GroupNorm({self.num_groups}, {self.num_channels}): expected input with "
-                               f"{self.num_channels} channels (dim 1), got input of shape {list(input.shape)}")
+        if self.affine:  # without weight and bias, any channel count divisible by the groups runs
+            check_channel_count(f"GroupNorm({self.num_groups}, {self.num_channels})", self.num_channels, input)
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
