@@ -27,8 +27,7 @@ from tinygrad_bn.nn.module import Module
 from tinygrad_bn.norms._base import restores_count_on_error
 from tinygrad_bn.norms._base import (NormSpec, check_batch_norm_args, check_channel_count,
                                      check_more_than_one_value, register_affine, reset_affine,
-                                     stats_as_constants,
-                                     update_running_stats)
+                                     stats_as_constants, update_running_stats)
 from tinygrad_bn.norms._meanvar import normalize
 from tinygrad_bn.tensor import Tensor
 
