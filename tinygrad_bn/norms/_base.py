@@ -23,6 +23,7 @@ from tinygrad_bn import backend, dtypes
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.creation import ones, zeros
 from tinygrad_bn.nn.parameter import Parameter
+from tinygrad_bn.tensor import Tensor
 
 
 #: the test_options the matrix reads (see NormSpec.test_options); any other key is a typo
@@ -112,6 +113,15 @@ def reset_affine(module):
             module.weight.fill_(1)
         if getattr(module, "bias", None) is not None:
             module.bias.zero_()
+
+
+def tensor_attribute(module, name):
+    """module.<name> when it is a tensor (parameter, buffer or parametrized), else None."""
+    try:
+        value = getattr(module, name)
+    except AttributeError:
+        return None
+    return value if isinstance(value, Tensor) else None
 
 
 def remove_reparametrization_hook(module, name, hook_class, api):

@@ -33,7 +33,7 @@ from tinygrad_bn import backend, creation
 from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec, remove_reparametrization_hook
+from tinygrad_bn.norms._base import NormSpec, remove_reparametrization_hook, tensor_attribute
 from tinygrad_bn.tensor import Tensor
 
 
@@ -215,6 +215,24 @@ def default_dim(module):
     return 1 if _is_conv_transpose(module) else 0
 
 
+def spectral_norm_parametrization(module, name="weight", n_power_iterations=1, eps=1e-12, dim=None):
+    """Spectral normalization as a parametrization, tinygrad_bn.nn.utils.parametrizations.spectral_norm
+    (PyTorch's name): module.<name> = W / sigma(W), sigma estimated by power iteration.
+
+    u, v (buffers parametrizations.<name>.0._u / _v) start random (the weight device's seeded
+    generator), normalized, then 15 iterations; in training mode every access runs
+    n_power_iterations more (in place, no gradient); eval mode never iterates. dim=None means 0,
+    or 1 for transposed convolutions. A 1-D weight becomes W / max(||W||, eps). Returns the module."""
+    weight = tensor_attribute(module, name)
+    if weight is None:
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    if dim is None:
+        dim = default_dim(module)
+    from tinygrad_bn.nn.utils.parametrize import register_parametrization  # not at the top: nn/utils/__init__ imports this file
+    register_parametrization(module, name, _SpectralNorm(weight, n_power_iterations, dim, eps))
+    return module
+
+
 def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=None):
     """Old API: parameters <name>_orig, buffers <name>_u and <name>_v, the weight recomputed by a
     forward pre-hook. Prefer tinygrad_bn.nn.utils.parametrizations.spectral_norm."""
@@ -237,14 +255,12 @@ def remove_spectral_norm(module, name="weight"):
 # tests/norms/test_spectralnorm.py.
 def _linear(c, **kwargs):
     from tinygrad_bn.nn.layers import Linear
-    from tinygrad_bn.nn.utils.parametrizations import spectral_norm as sn
-    return sn(Linear(c, c), **kwargs)
+    return spectral_norm_parametrization(Linear(c, c), **kwargs)
 
 
 def _conv(c, **kwargs):
     from tinygrad_bn.nn.layers import Conv2d
-    from tinygrad_bn.nn.utils.parametrizations import spectral_norm as sn
-    return sn(Conv2d(c, 1, 3, padding=1), **kwargs)
+    return spectral_norm_parametrization(Conv2d(c, 1, 3, padding=1), **kwargs)
 
 
 def _torch(torch, layer, **kwargs):

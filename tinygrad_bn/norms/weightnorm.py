@@ -20,7 +20,8 @@ The node (WeightNormBackward) saves g and v only (its inputs: references, no cop
 recomputes ||v|| from v with Tensor ops, so that it is differentiable (double backward). There is
 no eps, as in PyTorch: v = 0 gives NaN.
 
-Where it is used: `tinygrad_bn.nn.utils.parametrizations.weight_norm(module)` registers the
+Where it is used: `weight_norm_parametrization(module)` below, which
+`tinygrad_bn.nn.utils.parametrizations.weight_norm` is, registers the
 _WeightNorm module below as a parametrization (parameters `parametrizations.weight.original0` = g,
 `original1` = v); the old `tinygrad_bn.nn.utils.weight_norm` (parameters weight_g, weight_v,
 recomputed by a forward pre-hook) uses the same node.
@@ -31,7 +32,7 @@ from tinygrad_bn.autograd.function import Function
 from tinygrad_bn.autograd.grad_mode import no_grad
 from tinygrad_bn.nn.module import Module
 from tinygrad_bn.nn.parameter import Parameter
-from tinygrad_bn.norms._base import NormSpec, remove_reparametrization_hook
+from tinygrad_bn.norms._base import NormSpec, remove_reparametrization_hook, tensor_attribute
 from tinygrad_bn.tensor import Tensor
 
 
@@ -123,6 +124,20 @@ class _WeightNorm(Module):
             state_dict[f"{prefix}parametrizations.{tensor_name}.original1"] = state_dict.pop(v_key)
 
 
+def weight_norm_parametrization(module, name="weight", dim=0):
+    """Weight normalization as a parametrization, tinygrad_bn.nn.utils.parametrizations.weight_norm
+    (PyTorch's name): module.<name> = g * v / ||v||, the norm over every axis but `dim`.
+
+    g (parametrizations.<name>.original0) starts at ||w|| and v (original1) at w, so the weight is
+    unchanged at first. dim=None (or -1) uses one norm for the whole tensor (g of shape []).
+    No eps: v = 0 gives NaN, as in PyTorch. Returns the module."""
+    if tensor_attribute(module, name) is None:
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    from tinygrad_bn.nn.utils.parametrize import register_parametrization  # not at the top: nn/utils/__init__ imports this file
+    register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+    return module
+
+
 # ---- the old API: tinygrad_bn.nn.utils.weight_norm (deprecated in PyTorch too) ---------------
 class WeightNormHook:
     """Forward pre-hook of the old API: before every forward, module.<name> = g v/||v|| from the
@@ -184,14 +199,12 @@ def remove_weight_norm(module, name="weight"):
 # ---- registry entries (tests/norms/test_matrix.py runs each) --------------------------------
 def _conv(c, **kwargs):
     from tinygrad_bn.nn.layers import Conv2d
-    from tinygrad_bn.nn.utils.parametrizations import weight_norm as wn
-    return wn(Conv2d(c, c, 3, padding=1), **kwargs)
+    return weight_norm_parametrization(Conv2d(c, c, 3, padding=1), **kwargs)
 
 
 def _linear(c, **kwargs):
     from tinygrad_bn.nn.layers import Linear
-    from tinygrad_bn.nn.utils.parametrizations import weight_norm as wn
-    return wn(Linear(c, c + 1), **kwargs)
+    return weight_norm_parametrization(Linear(c, c + 1), **kwargs)
 
 
 def _torch(torch, layer, **kwargs):
