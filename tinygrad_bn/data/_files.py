@@ -14,10 +14,13 @@ import zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
 # The real files expand 1.8x (Fashion-MNIST images) to 4.8x (MNIST images); deflate can reach
-# 1032x. A larger ratio than this is refused as a probable decompression bomb.
-MAX_GZIP_RATIO = 16
-GZIP_ALLOWANCE = 1 << 20  # tiny files (a label file of a few samples) may expand more than 16x
-_CHUNK = 1 << 16
+# 1032x. A larger ratio than this is refused as a probable decompression bomb. It is also the bound
+# on what reading a gzip costs: a buffer of the declared size, at most 8x the file (plus the
+# allowance), is all that is allocated, however the stream then turns out.
+MAX_GZIP_RATIO = 8
+GZIP_ALLOWANCE = 1 << 20  # tiny files (a label file of a few samples) may expand more than 8x
+_CHUNK = 1 << 16   # compressed bytes read at a time
+_PIECE = 1 << 18   # inflated bytes produced at a time
 
 
 class DatasetFileError(ValueError):
@@ -69,16 +72,18 @@ def _gunzip(f, compressed_size, path):
     view, filled = memoryview(out), 0
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect and check the gzip wrapper
     try:
-        pending = b""
+        pending, at_end = b"", False
         while not inflater.eof:
             if not pending:
                 pending = f.read(_CHUNK)
-                if not pending:
-                    raise DatasetFileError(f"{path}: corrupt or truncated gzip data (the deflate "
-                                           f"stream ends early, after {filled} bytes)")
-            # at most one byte beyond the declared size: enough to know the trailer lied
-            piece = inflater.decompress(pending, declared - filled + 1)
+                at_end = not pending  # then decompress(b"") only flushes what zlib still holds
+            # pieces of at most _PIECE bytes, so the buffer is the only large allocation; and at
+            # most one byte beyond the declared size: enough to know the trailer lied
+            piece = inflater.decompress(pending, min(declared - filled + 1, _PIECE))
             pending = inflater.unconsumed_tail
+            if at_end and not piece and not inflater.eof:
+                raise DatasetFileError(f"{path}: corrupt or truncated gzip data (the deflate "
+                                       f"stream ends early, after {filled} bytes)")
             if filled + len(piece) > declared:
                 raise DatasetFileError(f"{path}: gzip data inflates beyond the {declared} bytes its "
                                        f"trailer field ISIZE declares; corrupt or a decompression bomb")

@@ -193,6 +193,20 @@ def mnist_gzip_2gib(folder):
     return folder
 
 
+def mnist_gzip_at_the_cap(folder):
+    """A 2 MB gzip whose ISIZE declares exactly the most read_bytes accepts (MAX_GZIP_RATIO x its
+    size + GZIP_ALLOWANCE), while the stream inflates to 2 GiB: the worst a gzip can cost, a buffer
+    of the declared size filled before the lie shows."""
+    from tinygrad_bn.data._files import GZIP_ALLOWANCE, MAX_GZIP_RATIO
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "train-images-idx3-ubyte.gz")
+    write_gzip_zeros(path, 2048, declared=0)
+    write_gzip_zeros(path, 2048, declared=MAX_GZIP_RATIO * os.path.getsize(path) + GZIP_ALLOWANCE)
+    with gzip.open(os.path.join(folder, "train-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(_idx(1, (2,), b"\0\1"))
+    return folder
+
+
 # ---- checkpoints -------------------------------------------------------------------------
 def _npy(array):
     buf = io.BytesIO()
@@ -319,6 +333,8 @@ CASES = {
                                                       str((2 ** 22, 2 ** 21, 2 ** 21))], mnist_dims_wrap),
     "mnist_gzip_2gib": ("mnist", "DatasetFileError", ["train-images-idx3-ubyte.gz", "ISIZE"],
                         mnist_gzip_2gib),
+    "mnist_gzip_at_the_cap": ("mnist", "DatasetFileError", ["train-images-idx3-ubyte.gz", "inflates beyond"],
+                              mnist_gzip_at_the_cap),
     "npz_deflated_3gib": ("checkpoint", "CheckpointError", ["checkpoint.npz", "'a0.npy'", "compressed"],
                           npz_deflated_3gib),
     "npz_header_50gb": ("checkpoint", "CheckpointError", ["checkpoint.npz", "'a0.npy'", "field shape",

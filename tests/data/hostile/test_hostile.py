@@ -1,7 +1,9 @@
 """The hostile-file catalogue (build.py): every loader refuses each file with a clear
 DatasetFileError / CheckpointError naming the file and the field, and no load allocates more
 than a small multiple of the file's own size plus a few MiB (measured by probe.py in a child
-process under an address-space limit)."""
+process under an address-space limit): 3x for every file, except a gzip, which may cost the buffer
+its trailer declares, at most MAX_GZIP_RATIO (8) x its size + GZIP_ALLOWANCE (1 MiB) before the
+loader can know the stream lies; mnist_gzip_at_the_cap is that worst case."""
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import pytest
 
 from tests.data.hostile.build import CASES, build
+from tinygrad_bn.data._files import GZIP_ALLOWANCE, MAX_GZIP_RATIO
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 ALLOWED_PEAK_FACTOR = 3        # times the file's own size ...
@@ -40,6 +43,8 @@ def test_hostile_file_is_refused_cheaply(report, name):
     for fragment in fragments:
         assert fragment in message, f"{name}: {fragment!r} not in {message!r}"
     bound = ALLOWED_PEAK_FACTOR * got["size"] + ALLOWED_PEAK_SLACK
+    if "gzip" in name:  # the declared buffer, the most a gzip is allowed to declare
+        bound = max(bound, MAX_GZIP_RATIO * got["size"] + GZIP_ALLOWANCE + ALLOWED_PEAK_SLACK)
     assert got["peak"] <= bound, (f"{name}: the load allocated {got['peak']} bytes at its peak, "
                                   f"more than {bound} for a {got['size']}-byte file")
 
