@@ -195,3 +195,27 @@ def test_pow_maximum_still_pass_gradcheck_and_double_backward():
     from tests.helpers import check_grads
     check_grads(lambda a, b: a ** b, [(3, 2), (3, 2)], low=0.5, high=2.0)
     check_grads(lambda a, b: tg.maximum(a, b) * tg.minimum(a, b) * a, [(3, 2), (2,)])
+
+
+# ---- found by the parity sweep's ops-with-arguments family (tests/parity) ----------------------
+@pytest.mark.parametrize("op", [lambda t: t.flip(()), lambda t: tg.sort(t, 0)[0], lambda t: tg.topk(t, 1, 0)[0]])
+def test_0d_bool_copies_stay_bool(op):
+    assert op(tg.tensor(True)).dtype == tg.bool_   # was int64 (a copy made as x * 1)
+
+
+def test_roll_of_a_0d_tensor_along_a_dim_raises_as_pytorch():
+    with pytest.raises(IndexError, match="roll: Dimension specified as 0 but tensor has no dimensions"):
+        tg.roll(tg.tensor(1.0), 1, 0)
+    assert tg.roll(tg.tensor(1.0), 1).item() == 1.0   # without dims it is allowed
+
+
+def test_index_select_of_a_0d_tensor_is_0d_and_takes_one_index():
+    out = tg.index_select(tg.tensor(3.0), 0, tg.tensor([0]))
+    assert out.shape == () and out.item() == 3.0
+    with pytest.raises(RuntimeError, match="Index to scalar can have only 1 value, got 0"):
+        tg.index_select(tg.tensor(3.0), 0, tg.tensor([], dtype=tg.int64))
+
+
+def test_repeat_without_sizes_raises_type_error():
+    with pytest.raises(TypeError, match="repeats"):
+        tg.tensor(1.0).repeat()

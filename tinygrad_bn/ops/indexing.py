@@ -167,9 +167,11 @@ def index_select(input, dim, index):
         bad = int(i[(i < 0) | (i >= n)][0])
         raise IndexError(f"index_select(): index {bad} is out of bounds for dimension {d} with size {n}")
     from tinygrad_bn.ops.shape import index as index_op
-    x = input if input.ndim else input.reshape(1)
-    out = index_op(x, (slice(None),) * d + (Tensor._make(i),))
-    return out.reshape(()) if input.ndim == 0 and index.ndim == 0 else out
+    if input.ndim == 0:  # a 0-d input gives a 0-d result, from exactly one index (PyTorch)
+        if i.size != 1:
+            raise RuntimeError(f"index_select(): Index to scalar can have only 1 value, got {i.size} value(s)")
+        return index_op(input.reshape(1), (Tensor._make(i),)).reshape(())
+    return index_op(input, (slice(None),) * d + (Tensor._make(i),))
 
 
 def masked_fill(input, mask, value):

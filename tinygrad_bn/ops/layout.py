@@ -27,7 +27,7 @@ class Flip(Function):
 
 def flip(x, dims):
     dims = normalize_dims(_ints(dims, "flip", "dims"), x.ndim, "flip")
-    return Flip.apply(x, dims=dims) if dims else x * 1
+    return Flip.apply(x, dims=dims) if dims else x.clone()  # clone keeps bool bool (x * 1 is int64)
 
 
 class Roll(Function):
@@ -53,6 +53,8 @@ def roll(x, shifts, dims=None):
     if len(dims) != len(shifts):
         raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, "
                            f"dims: {len(dims)}")
+    if x.ndim == 0:  # PyTorch: no dim of a 0-d tensor can be rolled (without dims it can)
+        raise IndexError(f"roll: Dimension specified as {dims[0]} but tensor has no dimensions")
     dims = tuple(_wrap_dim(d, x.ndim, "roll") for d in dims)
     return Roll.apply(x, shifts=shifts, dims=dims)
 
@@ -72,6 +74,8 @@ class Repeat(Function):
 
 
 def repeat(x, *sizes):
+    if not sizes:
+        raise TypeError('repeat() missing 1 required positional arguments: "repeats"')
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = tuple(sizes[0])
     sizes = _ints(sizes, "repeat", "sizes")

@@ -30,7 +30,7 @@ def sort(input, dim=-1, descending=False, stable=False):
         raise TypeError(f"sort: expected a Tensor, got {type(input).__name__}")
     d = _wrap_dim(dim, input.ndim, "sort")
     if input.ndim == 0:
-        return SortResult(input * 1, Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
+        return SortResult(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
     idx = Tensor._make(_argsort(input.xp, input.data, d, bool(descending)).astype(dtypes.int64))
     return SortResult(gather(input, d, idx), idx)
 
@@ -47,7 +47,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
         raise RuntimeError(f"topk: selected index k ({k}) out of range for dimension {d} of size "
                            f"{n} (input shape {list(input.shape)})")
     if input.ndim == 0:
-        return TopkResult(input * 1, Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
+        return TopkResult(input.clone(), Tensor._make(input.xp.zeros((), dtype=dtypes.int64)))
     order = _argsort(input.xp, input.data, d, bool(largest))
     idx = Tensor._make(order[(slice(None),) * d + (slice(0, int(k)),)].astype(dtypes.int64))
     return TopkResult(gather(input, d, idx), idx)
