@@ -408,6 +408,15 @@ def load_finished(path, config, seed):
     return doc
 
 
+def _with_changes_during_run(started, ended):
+    """The provenance of the start; where the commit or the modified files changed while the run
+    went on, also what they were at the end (then the code that ran may not be what is committed)."""
+    keys = ("git_commit", "git_modified")
+    if any(started.get(k) != ended.get(k) for k in keys):
+        started = dict(started, at_end={k: ended.get(k) for k in keys})
+    return started
+
+
 def provenance(device):
     info = C.provenance()
     info["git_dirty"] = bool(info.get("git_modified"))
@@ -460,6 +469,7 @@ def main(exp, argv=None):
     scale = scale_of(args)
     seeds = args.seeds if args.seeds is not None else default_seeds(exp)
     configs = get_configs(exp, scale, args)
+    started = provenance(args.device)  # the code that runs is the code at the start
     out = args.out or os.path.join("results", "experiments", exp.NAME)
     try:
         os.makedirs(os.path.join(out, "runs"), exist_ok=True)
@@ -506,7 +516,7 @@ def main(exp, argv=None):
                + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
                    argv if argv is not None else sys.argv[1:])),
                "config": {"seeds": seeds, "device": args.device, "configurations": configs},
-               "provenance": provenance(args.device), "runs": runs, "summary": summary,
+               "provenance": _with_changes_during_run(started, provenance(args.device)), "runs": runs, "summary": summary,
                "verdict": word, "verdict_reason": reason, "skipped_runs": skipped,
                "wall_time_s": time.perf_counter() - wall}
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)

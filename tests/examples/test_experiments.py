@@ -94,6 +94,19 @@ def test_runner_outputs_seeds_and_verdict(tmp_path, capsys):
     assert again["verdict"] == "inconclusive"  # one seed is never enough
 
 
+def test_provenance_is_taken_when_the_run_starts(tmp_path, capsys, monkeypatch):
+    # a file edited (or a commit made) while the run goes on must not pass for the code that ran
+    states = iter([{"git_commit": "aaa", "git_modified": []}, {"git_commit": "bbb", "git_modified": ["x.py"]}])
+    monkeypatch.setattr(R.C, "provenance", lambda: dict(next(states), numpy="n", tinygrad_bn="t"))
+    doc = R.main(tiny_experiment([]), ["--seeds", "0", "--no-progress", "--out", str(tmp_path)])
+    prov = doc["provenance"]
+    assert prov["git_commit"] == "aaa" and prov["git_dirty"] is False
+    assert prov["at_end"] == {"git_commit": "bbb", "git_modified": ["x.py"]}
+    states = iter([{"git_commit": "aaa", "git_modified": []}] * 2)
+    assert "at_end" not in R.main(tiny_experiment([]), ["--seeds", "0", "--no-progress", "--out",
+                                                        str(tmp_path / "same")])["provenance"]
+
+
 def test_resume_skips_finished_runs(tmp_path, capsys):
     calls = []
     exp = tiny_experiment(calls)
