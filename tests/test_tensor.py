@@ -146,3 +146,20 @@ def test_unsupported_data_is_refused():
         tg.tensor(["a", "b"])
     with pytest.raises(TypeError, match="unsupported dtype"):
         tg.tensor([1.0], dtype="complex64")
+
+
+def test_deepcopy_of_a_leaf_copies_values_and_grad_and_refuses_graph_nodes():
+    import copy
+    x = tg.ones(2, 3, requires_grad=True)
+    (x * 2).sum().backward()
+    c = copy.deepcopy(x)
+    assert c.requires_grad and c.grad_fn is None and not np.shares_memory(c.data, x.data)
+    np.testing.assert_array_equal(c.grad.numpy(), x.grad.numpy())
+    assert not np.shares_memory(c.grad.data, x.grad.data)
+    view = copy.deepcopy(tg.ones(2, 3)[0])   # a view without grad is a leaf: an independent copy
+    view.add_(1)
+    assert view.shape == (3,) and view.numpy().tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(RuntimeError, match="deepcopy: only Tensors created explicitly by the user"):
+        copy.deepcopy(x * 2)   # PyTorch raises the same for a non-leaf
+    with pytest.raises(RuntimeError, match="made by Index"):
+        copy.deepcopy(x[0])

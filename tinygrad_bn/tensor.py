@@ -189,6 +189,19 @@ class Tensor:
     def type(self, dtype):
         return self.to(dtype)
 
+    def __deepcopy__(self, memo):
+        """copy.deepcopy (of a model, say): a new leaf with a copy of the values (and of .grad).
+        Only leaves, as in PyTorch: copying a graph node would copy a graph that is not the copy's."""
+        if self.grad_fn is not None:
+            raise RuntimeError(f"deepcopy: only Tensors created explicitly by the user (graph leaves) can be "
+                               f"deep-copied, as in PyTorch; this one was made by {type(self.grad_fn).__name__}; "
+                               f"copy t.detach() instead")
+        copied = Tensor(self.data.copy(), requires_grad=self.requires_grad)
+        copied.grad = None if self.grad is None else self.grad.__deepcopy__(memo)
+        copied.name = self.name
+        memo[id(self)] = copied
+        return copied
+
     def __repr__(self):
         body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
                                threshold=200, edgeitems=3, prefix="tensor(")
