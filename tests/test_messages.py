@@ -99,6 +99,7 @@ def test_the_scan_can_fail():
 @pytest.mark.parametrize("make,shape,expected", [
     # PyTorch's own wording, with the size as a tuple (it printed torch.Size([1, 3]) before)
     (lambda nn: nn.BatchNorm1d(3), (1, 3), r"^BatchNorm1d: Expected more than 1 value per channel when training, got input size \(1, 3\)$"),
+    (lambda nn: nn.DecorrelatedBatchNorm(4, groups=2), (1, 4), r"^DecorrelatedBatchNorm: Expected more than 1 value per channel when training, got input size \(1, 4\)$"),
     (lambda nn: nn.BatchNorm2d(4), (2, 3, 5, 5), r"^BatchNorm2d\(4\): expected input with 4 channels \(dim 1\), got input of shape \[2, 3, 5, 5\]$"),
     (lambda nn: nn.BatchNorm3d(2), (2, 2, 3, 3), r"^BatchNorm3d\(2\): expected 5D input \(got 4D input\); input of shape \[2, 2, 3, 3\]$"),
     (lambda nn: nn.InstanceNorm3d(2, affine=True), (2, 3, 2, 2, 2), r"^InstanceNorm3d\(2\): expected input's size at dim=1 to match num_features \(2\), but got: 3\. Input of shape \[2, 3, 2, 2, 2\]\.$"),

@@ -403,6 +403,8 @@ class DecorrelatedBatchNorm(Module):
             raise ValueError(f"DecorrelatedBatchNorm: expected input's size at dim=1 to match "
                              f"num_features ({self.num_features}), but got: {input.shape[1]}.")
         use_batch_stats = self.training or self.running_mean is None
+        if use_batch_stats:  # name the layer, as BatchNorm does, not the functional form
+            check_more_than_one_value(input.shape, who="DecorrelatedBatchNorm")
         factor = self.momentum if self.momentum is not None else 0.0
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
