@@ -108,3 +108,19 @@ def test_normalize_gradcheck_and_double_backward(device):
 def test_normalize_bad_arguments(fn, exc, pattern):
     with pytest.raises(exc, match=pattern):
         fn()
+
+
+@pytest.mark.parametrize("p, dim", [(-1.0, 1), (-2.5, None), (-3, (0, 1))])
+def test_norm_negative_p_matches_torch(device, p, dim):
+    """tg.norm with p < 0 (it refused it before): (sum |x|^p)^(1/p), as torch.norm gives."""
+    check_torch(lambda x: tg.norm(x, p, dim), lambda x: torch.norm(x, p, dim), [(3, 4)], device=device,
+                low=0.3, high=2.0)
+    check_grads(lambda x: tg.norm(x, p, dim), [(2, 3)], device=device, low=0.5, high=2.0)
+
+
+def test_norm_negative_p_of_nothing_raises_as_torch():
+    with pytest.raises(RuntimeError, match="cannot compute the -1 norm on an empty tensor"):
+        tg.norm(tg.ones(0), -1)
+    with pytest.raises(RuntimeError, match="cannot compute the -1 norm on the dimension 0"):
+        tg.norm(tg.ones(0, 2), -1, 0)
+    assert tg.norm(tg.ones(0, 2), -1, 1).shape == (0,)

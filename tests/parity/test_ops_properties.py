@@ -262,7 +262,7 @@ def _unbind(data):
 
 def _norm(data):
     shape = _shape(data)
-    p = data.draw(st.sampled_from(["fro", 1, 2, 3, float("inf")]))
+    p = data.draw(st.sampled_from(["fro", 1, 2, 3, float("inf"), 0, -1, -2.5, float("-inf")]))
     dim = data.draw(st.one_of(st.none(), st.just(_valid_dim(data, len(shape)))))
     if p == "fro" and dim is None:
         return shape, (), {}

@@ -182,7 +182,9 @@ class PNorm(Function):
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     """torch.norm: the vector p-norm of input over dim (every element when None).
-    p: 'fro' (= 2), a number > 0, inf (max |x|), -inf (min |x|) or 0 (the count of non-zeros)."""
+    p: 'fro' (= 2), a number > 0, inf (max |x|), -inf (min |x|), 0 (the count of non-zeros), or a
+    number < 0: (sum |x|^p)^(1/p) composed from abs, pow and sum (so its gradients are theirs), as
+    PyTorch's vector_norm computes it."""
     _need_tensor(input, "norm")
     if dtype is not None:
         input = input.to(dtype)
@@ -194,6 +196,14 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         raise RuntimeError(f"norm: p must be 'fro', inf, -inf or a number, got {p!r} ('nuc' is "
                            f"not supported)")
     dims = normalize_dims(dim, input.ndim, "norm")
+    if p < 0 and input.numel() == 0:  # the min-like norms have no value for nothing (PyTorch)
+        if dim is None:
+            raise RuntimeError(f"norm: cannot compute the {p} norm on an empty tensor because the "
+                               f"operation does not have an identity")
+        for d in dims:
+            if input.shape[d] == 0:
+                raise RuntimeError(f"norm: cannot compute the {p} norm on the dimension {d} because this "
+                                   f"dimension is empty and the operation does not have an identity")
     if p == float("inf"):
         return reduce.amax(input.abs(), dims, keepdim)
     if p == float("-inf"):
@@ -201,14 +211,13 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p == 0:
         return reduce.sum((input != 0).to(input.dtype), dims, keepdim)
     if p < 0:
-        raise RuntimeError(f"norm: p must be positive (or 0, inf, -inf), got {p}")
+        return reduce.sum(input.abs() ** p, dims, keepdim) ** (1.0 / p)
     return PNorm.apply(input, p=float(p), dims=dims, keepdim=keepdim)
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """torch.nn.functional.normalize: x / max(||x||_p, eps) along dim, composed from norm, clamp and
-    div (so its gradient, and the gradient of that, come from theirs). A negative finite p, which
-    norm refuses, is (sum |x|^p)^(1/p) from abs, pow and sum, as PyTorch's vector_norm computes it."""
+    div (so its gradient, and the gradient of that, come from theirs)."""
     _need_tensor(input, "normalize")
     if out is not None:
         raise NotImplementedError("normalize: out= is not supported; use the returned tensor")
@@ -221,9 +230,5 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     if isinstance(p, bool) or not isinstance(p, (int, float)):
         raise TypeError(f"normalize(): argument 'p' must be a number, got {type(p).__name__}")
     normalize_dims(dim, input.ndim, "normalize")  # a bad dim is named as normalize's mistake
-    if p < 0 and p != float("-inf"):
-        denominator = reduce.sum(input.abs() ** p, dim, keepdim=True) ** (1.0 / p)
-    else:
-        denominator = norm(input, p, dim, keepdim=True)
-    denominator = denominator.clamp(min=eps)
+    denominator = norm(input, p, dim, keepdim=True).clamp(min=eps)
     return input / denominator
