@@ -95,10 +95,29 @@ def build_parser(exp):
                         help=f"results folder (default: results/experiments/{exp.NAME})")
     parser.add_argument("--resume", action="store_true",
                         help="skip the runs already finished in --out (same configuration and seed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out that already holds a finished experiment "
+                             "(its metrics.json, plot and runs are replaced)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     if hasattr(exp, "add_arguments"):
         exp.add_arguments(parser)
     return parser
+
+
+def _check_out(out, resume, overwrite):
+    """An --out that holds a finished experiment (its metrics.json) is continued (--resume),
+    replaced (--overwrite) or refused: a plain rerun would silently replace committed-looking
+    results, as the examples refuse to (examples._common.prepare_out)."""
+    if resume and overwrite:
+        C.fail("--overwrite", "cannot be combined with --resume (continue the runs, or start afresh)")
+    finished = os.path.isfile(os.path.join(out, "metrics.json"))
+    if finished and not resume and not overwrite:
+        C.fail("--out", f"{out!r} already holds a finished experiment (metrics.json); pass --resume to "
+                        f"reuse its finished runs, --overwrite to replace it, or another --out")
+    if overwrite and os.path.isdir(os.path.join(out, "runs")):
+        for name in os.listdir(os.path.join(out, "runs")):
+            if name.endswith(".json"):
+                os.unlink(os.path.join(out, "runs", name))
 
 
 def default_seeds(exp):
@@ -471,6 +490,7 @@ def main(exp, argv=None):
     configs = get_configs(exp, scale, args)
     started = provenance(args.device)  # the code that runs is the code at the start
     out = args.out or os.path.join("results", "experiments", exp.NAME)
+    _check_out(out, args.resume, args.overwrite)
     try:
         os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     except OSError as e:

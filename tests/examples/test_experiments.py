@@ -123,10 +123,18 @@ def test_resume_skips_finished_runs(tmp_path, capsys):
     exp.configs = lambda scale: {"a": {"offset": 2.0}, "b": {"offset": 0.0}}
     R.main(exp, ["--seeds", "0,1", "--no-progress", "--out", str(tmp_path), "--resume"])
     assert calls == [(2.0, 0), (2.0, 1)]
-    # without --resume every run is done again
+    # without --resume a finished experiment is refused, in one line; --overwrite does every run again
     calls.clear()
-    R.main(exp, ["--seeds", "0,1", "--no-progress", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as e:
+        R.main(exp, ["--seeds", "0,1", "--no-progress", "--out", str(tmp_path)])
+    assert e.value.code == 2 and calls == []
+    err = capsys.readouterr().err
+    assert "already holds a finished experiment (metrics.json)" in err and "--overwrite" in err
+    assert err.count("\n") == 1
+    R.main(exp, ["--seeds", "0,1", "--no-progress", "--out", str(tmp_path), "--overwrite"])
     assert len(calls) == 4
+    with pytest.raises(SystemExit):
+        R.main(exp, ["--no-progress", "--out", str(tmp_path), "--overwrite", "--resume"])
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
