@@ -116,12 +116,12 @@ def reset_affine(module):
 
 
 def tensor_attribute(module, name):
-    """module.<name> when it is a tensor (parameter, buffer or parametrized), else None."""
-    try:
-        value = getattr(module, name)
-    except AttributeError:
-        return None
-    return value if isinstance(value, Tensor) else None
+    """module.<name>, which must be a tensor (parameter, buffer or parametrized): the weight that
+    weight_norm or spectral_norm is asked to reparametrize. PyTorch's ValueError otherwise."""
+    value = getattr(module, name, None)
+    if not isinstance(value, Tensor):
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    return value
 
 
 def remove_reparametrization_hook(module, name, hook_class, api):

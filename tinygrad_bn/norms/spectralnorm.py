@@ -224,8 +224,6 @@ def spectral_norm_parametrization(module, name="weight", n_power_iterations=1, e
     n_power_iterations more (in place, no gradient); eval mode never iterates. dim=None means 0,
     or 1 for transposed convolutions. A 1-D weight becomes W / max(||W||, eps). Returns the module."""
     weight = tensor_attribute(module, name)
-    if weight is None:
-        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
     if dim is None:
         dim = default_dim(module)
     from tinygrad_bn.nn.utils.parametrize import register_parametrization  # not at the top: nn/utils/__init__ imports this file

@@ -20,8 +20,8 @@ The node (WeightNormBackward) saves g and v only (its inputs: references, no cop
 recomputes ||v|| from v with Tensor ops, so that it is differentiable (double backward). There is
 no eps, as in PyTorch: v = 0 gives NaN.
 
-Where it is used: `weight_norm_parametrization(module)` below, which
-`tinygrad_bn.nn.utils.parametrizations.weight_norm` is, registers the
+Where it is used: `weight_norm_parametrization(module)` below (PyTorch's name for it is
+`tinygrad_bn.nn.utils.parametrizations.weight_norm`) registers the
 _WeightNorm module below as a parametrization (parameters `parametrizations.weight.original0` = g,
 `original1` = v); the old `tinygrad_bn.nn.utils.weight_norm` (parameters weight_g, weight_v,
 recomputed by a forward pre-hook) uses the same node.
@@ -131,8 +131,7 @@ def weight_norm_parametrization(module, name="weight", dim=0):
     g (parametrizations.<name>.original0) starts at ||w|| and v (original1) at w, so the weight is
     unchanged at first. dim=None (or -1) uses one norm for the whole tensor (g of shape []).
     No eps: v = 0 gives NaN, as in PyTorch. Returns the module."""
-    if tensor_attribute(module, name) is None:
-        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    tensor_attribute(module, name)  # it must exist
     from tinygrad_bn.nn.utils.parametrize import register_parametrization  # not at the top: nn/utils/__init__ imports this file
     register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
     return module
