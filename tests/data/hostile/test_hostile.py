@@ -61,6 +61,11 @@ def test_catalogue_is_what_it_claims(tmp_path):
         assert int.from_bytes(f.read(4), "little") == 2 << 30
     with gzip.open(gz) as f:  # the first 64 MiB inflate as zeros; the CRC is checked at build
         assert f.read(64 << 20) == bytes(64 << 20)
+    cap = os.path.join(build(str(tmp_path), ["mnist_gzip_at_the_cap"])["mnist_gzip_at_the_cap"],
+                       "train-images-idx3-ubyte.gz")
+    with open(cap, "rb") as f:  # it declares exactly the most read_bytes accepts
+        f.seek(-4, 2)
+        assert int.from_bytes(f.read(4), "little") == MAX_GZIP_RATIO * os.path.getsize(cap) + GZIP_ALLOWANCE
     with zipfile.ZipFile(paths["npz_deflated_3gib"]) as z:
         info = z.getinfo("a0.npy")
         assert info.compress_type == zipfile.ZIP_DEFLATED and info.file_size == 3 << 30
