@@ -212,7 +212,7 @@ def _index_select(data):
     shape = _shape(data)
     dim = _valid_dim(data, len(shape))
     index = _index_for(data, shape, dim, same_rank=False)
-    return shape, (dim, Index(index.reshape(-1) if shape else index.reshape(-1)[:1])), {}
+    return shape, (dim, Index(index if shape else index[:1])), {}  # a 0-d input takes at most one
 
 
 def _scatter_add(data):
@@ -253,11 +253,6 @@ def _unflatten(data):
     sizes = data.draw(st.sampled_from([(n,), (1, n), (n, 1), (-1, 1), (1, -1)] +
                                       ([(2, n // 2)] if n % 2 == 0 else [(2, -1)])))
     return shape, (dim, sizes), {}
-
-
-def _unbind(data):
-    shape = _shape(data)
-    return shape, (_dim(data, len(shape)),), {}
 
 
 def _norm(data):
@@ -307,7 +302,7 @@ ARGUMENT_OPS = {
     "index_select": _index_select, "scatter_add": _scatter_add, "scatter": _scatter_value,
     "masked_fill": _masked_fill, "masked_fill_": _masked_fill, "tril": _diagonal_op(0, 3),
     "triu": _diagonal_op(0, 3), "diag": _diagonal_op(0, 3), "repeat": _repeat, "unflatten": _unflatten,
-    "unbind": _unbind, "norm": _norm, "round": _round, "div": _div, "mm": _mm, "bmm": _bmm,
+    "unbind": _dim_only, "norm": _norm, "round": _round, "div": _div, "mm": _mm, "bmm": _bmm,
     "outer": _outer, "einsum": _einsum,
 }
 #: values that must be distinct for the comparison to be defined (which of two equal values topk
