@@ -114,10 +114,14 @@ def _check_out(out, resume, overwrite):
     if finished and not resume and not overwrite:
         C.fail("--out", f"{out!r} already holds a finished experiment (metrics.json); pass --resume to "
                         f"reuse its finished runs, --overwrite to replace it, or another --out")
-    if overwrite and os.path.isdir(os.path.join(out, "runs")):
-        for name in os.listdir(os.path.join(out, "runs")):
+    runs = os.path.join(out, "runs")
+    if overwrite and os.path.isdir(runs):
+        for name in os.listdir(runs):
             if name.endswith(".json"):
-                os.unlink(os.path.join(out, "runs", name))
+                try:
+                    os.unlink(os.path.join(runs, name))
+                except OSError as e:
+                    C.fail("--overwrite", f"cannot remove {os.path.join(runs, name)!r}: {e.strerror or e}")
 
 
 def default_seeds(exp):
